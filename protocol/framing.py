@@ -1,0 +1,159 @@
+"""Bytes <-> msgpack values on a stream socket: a bounded streaming decoder and the encoders.
+
+msgpack-RPC has no length prefix: a frame is one msgpack value. The decoder therefore bounds
+every frame itself (``MAX_FRAME`` bytes, ``MAX_ITEMS`` per container, ``MAX_DEPTH`` levels) so a
+hostile or broken peer costs a bounded amount of memory and CPU and gets ``bad_request``.
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+from .errors import BAD_REQUEST, INTERNAL, ProtocolError
+
+#: Largest encoded message, in bytes, either side accepts or sends.
+MAX_FRAME = 1 << 20
+#: Largest array length or map size inside a message.
+MAX_ITEMS = 1 << 16
+#: Deepest nesting of arrays/maps; the message envelope itself is level 1.
+MAX_DEPTH = 32
+
+REQUEST = 0
+RESPONSE = 1
+NOTIFICATION = 2
+
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def _reject_ext(code: int, data: bytes) -> object:
+    raise ProtocolError(BAD_REQUEST, f"msgpack ext type {code} is not allowed")
+
+
+def _check_value(root: object) -> None:
+    """Reject values outside the plain data model (ext/timestamp) or nested deeper than allowed.
+
+    Iterative on purpose: the value came from a peer and must not be able to exhaust the stack.
+    """
+    stack = [(root, 1)]
+    while stack:
+        value, depth = stack.pop()
+        kind = type(value)
+        if kind is list:
+            items = value
+        elif kind is dict:
+            for key in value:
+                if type(key) not in _SCALARS:
+                    raise ProtocolError(BAD_REQUEST, f"map key of type {kind.__name__}")
+            items = value.values()
+        elif kind in _SCALARS:
+            continue
+        else:
+            raise ProtocolError(BAD_REQUEST, f"value of type {kind.__name__} is not allowed")
+        if depth > MAX_DEPTH:
+            raise ProtocolError(BAD_REQUEST, f"message nested deeper than {MAX_DEPTH} levels")
+        for item in items:
+            if type(item) in _SCALARS:
+                continue
+            stack.append((item, depth + 1))
+
+
+class Decoder:
+    """Streaming decoder for one connection: ``feed`` bytes as they arrive, get whole messages.
+
+    Anything wrong with the stream (a frame over ``MAX_FRAME``, bytes that are not msgpack,
+    invalid UTF-8, containers too long or too deep, ext types) raises ``ProtocolError`` with code
+    ``bad_request``, and nothing else ever escapes. msgpack has no resync point, so after an
+    error the decoder is poisoned: every later ``feed`` raises too, and the connection should be
+    closed. Messages decoded in the same ``feed`` call before the error are discarded with it.
+    """
+
+    __slots__ = ("_error", "_fed", "_frame_start", "_unpacker")
+
+    def __init__(self) -> None:
+        self._unpacker = msgpack.Unpacker(
+            max_buffer_size=MAX_FRAME,
+            raw=False,
+            strict_map_key=False,
+            max_str_len=MAX_FRAME,
+            max_bin_len=MAX_FRAME,
+            max_array_len=MAX_ITEMS,
+            max_map_len=MAX_ITEMS,
+            max_ext_len=MAX_FRAME,
+            ext_hook=_reject_ext,
+        )
+        self._fed = 0  # bytes fed so far
+        self._frame_start = 0  # stream offset where the message being decoded begins
+        self._error: ProtocolError | None = None
+
+    @property
+    def poisoned(self) -> bool:
+        """True once the decoder has raised; it will never decode again."""
+        return self._error is not None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received of a message not yet complete (0 between messages)."""
+        return self._fed - self._frame_start
+
+    def feed(self, data: bytes) -> list[object]:
+        """Add ``data`` (any bytes-like) and return every message it completes, in order."""
+        if self._error is not None:
+            raise ProtocolError(
+                BAD_REQUEST, f"stream unusable after an earlier error: {self._error.message}"
+            )
+        try:
+            return self._feed(data)
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+        except Exception as exc:  # msgpack raises many types; the contract is one type
+            self._error = ProtocolError(BAD_REQUEST, f"malformed message: {exc}")
+            raise self._error from exc
+
+    def _feed(self, data: bytes) -> list[object]:
+        view = memoryview(data).cast("B")
+        unpacker = self._unpacker
+        messages: list[object] = []
+        pos, end = 0, len(view)
+        while pos < end:
+            # Feed no more than the current frame may still grow by: the unpacker's buffer then
+            # never holds more than one frame, and many small pipelined messages never add up
+            # to a false "buffer full".
+            room = MAX_FRAME - (self._fed - self._frame_start)
+            chunk = view[pos : pos + room]
+            unpacker.feed(chunk)
+            self._fed += len(chunk)
+            pos += len(chunk)
+            for message in unpacker:
+                self._frame_start = unpacker.tell()
+                _check_value(message)
+                messages.append(message)
+            if self._fed - self._frame_start >= MAX_FRAME:
+                # MAX_FRAME bytes in and the message is still incomplete: it is over the cap.
+                raise ProtocolError(BAD_REQUEST, f"message larger than {MAX_FRAME} bytes")
+        return messages
+
+
+def _pack(message: list[object]) -> bytes:
+    try:
+        frame = msgpack.packb(message, use_bin_type=True, datetime=False)
+    except Exception as exc:
+        raise ProtocolError(INTERNAL, f"cannot encode message: {exc}") from exc
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError(INTERNAL, f"message of {len(frame)} bytes exceeds {MAX_FRAME}")
+    return frame
+
+
+def pack_request(msgid: int, method: str, params: list[object]) -> bytes:
+    """Encode ``[0, msgid, method, params]``; ``ProtocolError(internal)`` if it cannot be sent."""
+    return _pack([REQUEST, msgid, method, params])
+
+
+def pack_response(msgid: int, error: dict[str, object] | None, result: object) -> bytes:
+    """Encode ``[1, msgid, error, result]``; ``error`` is None or ``ProtocolError.to_wire()``."""
+    return _pack([RESPONSE, msgid, error, result])
+
+
+def pack_notification(method: str, params: list[object]) -> bytes:
+    """Encode ``[2, method, params]``."""
+    return _pack([NOTIFICATION, method, params])
