@@ -1,0 +1,40 @@
+"""`overlayd [CMD [ARG...]]` — also installed as the image's /init.
+
+Every argument is the CMD, exactly as Docker passes it to `ENTRYPOINT ["/init"]`; configuration
+comes only from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import spawn
+
+# Before anything installs a handler: the mask and ignored signals children must get back.
+spawn.capture_original_signals()
+
+
+def main() -> None:
+    from . import log
+    from .config import EXIT_CONFIG_ERROR, ConfigError, load
+
+    try:
+        config = load(os.environ)
+    except ConfigError as exc:
+        log.fatal(str(exc))
+        sys.exit(EXIT_CONFIG_ERROR)
+    log.set_verbosity(config.verbosity)
+    from .stages import Container
+
+    try:
+        container = Container(config, sys.argv[1:])
+        code = container.run()
+    except OSError as exc:
+        log.fatal(f"cannot boot: {exc.strerror}: {exc.filename or ''}".rstrip(": "))
+        sys.exit(EXIT_CONFIG_ERROR)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Reading s6 service directories (`services.d/NAME/`) into service definitions.
+
+A broken directory never stops the scan: its definition carries a `problem` (one line, naming
+the directory and what is wrong), and the service shows as `failed` instead of being started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import NamedTuple
+
+DEFAULT_TIMEOUT_FINISH_MS = 5000
+
+
+class ServiceDef(NamedTuple):
+    """What one service directory says."""
+
+    name: str
+    directory: str
+    run: str
+    finish: str | None
+    normally_up: bool
+    notification_fd: int | None
+    down_signal: int
+    timeout_kill_ms: int
+    timeout_finish_ms: int
+    logger: ServiceDef | None
+    problem: str | None
+
+
+def parse_signal(text: str) -> int:
+    """`TERM`, `SIGTERM`, `sigterm` or `15` → 15; ValueError otherwise."""
+    word = text.strip()
+    if word.isdigit():
+        number = int(word)
+        if number <= 0 or number >= signal.NSIG:
+            raise ValueError(f"signal number {number} out of range")
+        return number
+    name = word.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise ValueError(f"unknown signal {word!r}") from None
+
+
+def _read_word(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(4096).strip()
+    except FileNotFoundError:
+        return None
+
+
+def _read_ms(directory: str, filename: str, default: int) -> int:
+    value = _read_word(os.path.join(directory, filename))
+    if value is None or value == "":
+        return default
+    if not value.isdigit():
+        raise ValueError(f"{filename} holds {value!r}, not a whole number of milliseconds")
+    return int(value)
+
+
+def read_service(name: str, directory: str, *, is_logger: bool = False) -> ServiceDef:
+    """Read one service directory; problems go into `.problem`, never raised."""
+    problem = None
+    finish_path = os.path.join(directory, "finish")
+    finish = finish_path if os.path.isfile(finish_path) else None
+    notification_fd = None
+    down_signal = int(signal.SIGTERM)
+    timeout_kill = 0
+    timeout_finish = DEFAULT_TIMEOUT_FINISH_MS
+    run = os.path.join(directory, "run")
+    try:
+        if not os.path.isfile(run):
+            what = "is not a regular file" if os.path.lexists(run) else "is missing"
+            raise ValueError(f"run {what}")
+        fd_text = _read_word(os.path.join(directory, "notification-fd"))
+        if fd_text is not None:
+            if not fd_text.isdigit() or int(fd_text) < 3:
+                raise ValueError(f"notification-fd holds {fd_text!r}, not a number >= 3")
+            notification_fd = int(fd_text)
+        signal_text = _read_word(os.path.join(directory, "down-signal"))
+        if signal_text:
+            down_signal = parse_signal(signal_text)
+        timeout_kill = _read_ms(directory, "timeout-kill", 0)
+        timeout_finish = _read_ms(directory, "timeout-finish", DEFAULT_TIMEOUT_FINISH_MS)
+    except (ValueError, OSError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problem = f"service {name} ({directory}): {detail}"
+    logger = None
+    log_dir = os.path.join(directory, "log")
+    if not is_logger and os.path.isdir(log_dir):
+        logger = read_service(name + "/log", log_dir, is_logger=True)
+    return ServiceDef(
+        name=name,
+        directory=directory,
+        run=run,
+        finish=finish,
+        normally_up=not os.path.lexists(os.path.join(directory, "down")),
+        notification_fd=notification_fd,
+        down_signal=down_signal,
+        timeout_kill_ms=timeout_kill,
+        timeout_finish_ms=timeout_finish,
+        logger=logger,
+        problem=problem,
+    )
+
+
+def scan(services_dir: str) -> tuple[list[ServiceDef], list[str]]:
+    """Every subdirectory of `services_dir` (dotted names skipped), sorted by name.
+
+    Returns the definitions and the lines to log about entries that are not services.
+    """
+    notes: list[str] = []
+    try:
+        entries = sorted(os.scandir(services_dir), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return [], notes
+    except OSError as exc:
+        return [], [f"cannot read {services_dir}: {exc.strerror}"]
+    definitions = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            notes.append(f"{entry.path} is not a directory; skipped")
+            continue
+        definitions.append(read_service(entry.name, entry.path))
+    return definitions, notes

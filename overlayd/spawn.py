@@ -1,0 +1,192 @@
+"""Starting children: process group or session, terminal, fds, cwd, environment, signals.
+
+Children must start with the signal mask and dispositions overlayd itself was given, never with
+Python's changes (SIGPIPE and SIGXFSZ ignored, SIGINT handled) nor overlayd's own handlers. So
+`capture_original_signals()` runs before overlayd installs anything, and the child puts those
+back between fork and exec. All signals stay blocked across the fork so that no handler of
+overlayd's can run in the child, where it would write into overlayd's wakeup pipe.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections.abc import Mapping, Sequence
+
+from . import log
+
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_EXECUTE = 126
+
+# Python ignores these before any of our code runs, so their original state is unknowable:
+# they are given back at their defaults, which is what a container runtime starts PID 1 with.
+_PYTHON_IGNORED = {signal.SIGPIPE, signal.SIGXFSZ}
+
+_original_mask: set[int] = set()
+_original_ignored: set[int] = set()
+_RESETTABLE = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
+
+
+def capture_original_signals() -> None:
+    """Remember the blocked mask and ignored signals overlayd was started with."""
+    global _original_mask
+    _original_mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    _original_ignored.clear()
+    for signum in signal.valid_signals():
+        if signum in _PYTHON_IGNORED or signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                _original_ignored.add(signum)
+        except (OSError, ValueError):
+            pass
+
+
+def original_mask() -> set[int]:
+    return set(_original_mask)
+
+
+def original_ignored() -> set[int]:
+    return set(_original_ignored)
+
+
+def find_executable(name: str, env: Mapping[str, str]) -> str | None:
+    """PATH lookup as execvp does it, using the child's PATH."""
+    if "/" in name:
+        return name
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def script_argv(path: str, args: Sequence[str] = ()) -> tuple[list[str], str | None]:
+    """How to run a script file: directly, or through its `#!` interpreter when not executable.
+
+    s6-overlay v2 ran cont-init files without their execute bit and most v2 trees ship them
+    0644, so such a file is run through the interpreter its `#!` line names (`/bin/sh` without
+    one); the second value is then a warning to log.
+    """
+    if os.access(path, os.X_OK):
+        return [path, *args], None
+    interpreter = ["/bin/sh"]
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(512)
+    except OSError as exc:
+        return [path, *args], f"{path}: cannot read: {exc.strerror}"
+    if first.startswith(b"#!"):
+        words = first[2:].decode("utf-8", "replace").split()
+        if words:
+            interpreter = words
+    warning = f"{path} is not executable; running it with {' '.join(interpreter)}"
+    return [*interpreter, path, *args], warning
+
+
+def spawn(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    cwd: str | None = None,
+    new_session: bool = False,
+    new_group: bool = False,
+    foreground_tty: int | None = None,
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    extra_fds: Mapping[int, int] | None = None,
+) -> int:
+    """Fork and exec `argv`; return the child's pid.
+
+    In the child, a failure to exec prints one line naming the program and exits 127 (not
+    found) or 126 (cannot execute), as shells and tini do. `extra_fds` maps child fd → parent
+    fd (the notification-fd). Raises OSError when fork itself fails.
+    """
+    blocked = signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise
+    if pid == 0:
+        code = EXIT_CANNOT_EXECUTE
+        try:
+            code = _child(
+                argv, env, cwd, new_session, new_group, foreground_tty,
+                stdin, stdout, stderr, extra_fds or {},
+            )
+        finally:
+            os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    if new_group and not new_session:
+        try:
+            os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race
+        except OSError:
+            pass
+    return pid
+
+
+def _child(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str | None,
+    new_session: bool,
+    new_group: bool,
+    foreground_tty: int | None,
+    stdin: int | None,
+    stdout: int | None,
+    stderr: int | None,
+    extra_fds: Mapping[int, int],
+) -> int:
+    """Runs in the forked child; returns an exit code only when exec failed."""
+    if new_session:
+        os.setsid()
+    elif new_group:
+        os.setpgid(0, 0)
+    if foreground_tty is not None:
+        try:
+            os.tcsetpgrp(foreground_tty, os.getpid())
+        except OSError:
+            pass
+    _arrange_fds(stdin, stdout, stderr, extra_fds)
+    if cwd is not None:
+        os.chdir(cwd)
+    signal.set_wakeup_fd(-1)
+    for signum in _RESETTABLE:
+        try:
+            signal.signal(signum, signal.SIG_IGN if signum in _original_ignored else signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # signals reserved by libc
+    program = find_executable(argv[0], env)
+    signal.pthread_sigmask(signal.SIG_SETMASK, _original_mask)
+    if program is None:
+        return _exec_failed(argv[0], errno.ENOENT)
+    try:
+        os.execve(program, list(argv), dict(env))
+    except OSError as exc:
+        return _exec_failed(argv[0], exc.errno or errno.EACCES)
+    return EXIT_CANNOT_EXECUTE
+
+
+def _arrange_fds(
+    stdin: int | None, stdout: int | None, stderr: int | None, extra: Mapping[int, int]
+) -> None:
+    """dup2 the requested fds into place; everything else of overlayd's is close-on-exec."""
+    wanted = {0: stdin, 1: stdout, 2: stderr, **extra}
+    # First move every source out of the way of the targets, then dup2 into place.
+    moved = {target: os.dup(source) for target, source in wanted.items() if source is not None}
+    for target, source in moved.items():
+        os.dup2(source, target, inheritable=True)
+        os.close(source)
+
+
+def _exec_failed(name: str, err: int) -> int:
+    code = EXIT_NOT_FOUND if err == errno.ENOENT else EXIT_CANNOT_EXECUTE
+    log.error(f"cannot run {name!r}: {os.strerror(err)}")
+    return code
+
+
+def open_devnull() -> int:
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
