@@ -1,0 +1,323 @@
+"""A small blocking client for overlayd's control socket, for scripts and health checks.
+
+    from overlayctl.client import Client, ClientError
+
+    try:
+        with Client() as overlay:
+            report = overlay.check()
+    except ClientError as exc:  # cannot reach overlayd, or it refused
+        sys.exit(f"health check: {exc}")
+    sys.exit(0 if report["healthy"] else 1)
+
+One connection per ``Client``, opened on the first call (which first checks the server's
+protocol with ``hello``) and reused until ``close()``. Every failure is a ``ClientError``:
+``ConnectError`` (overlayd unreachable, gone, or silent past the timeout), ``RemoteError``
+(overlayd answered with an error; ``.code`` is one of ``protocol.ERROR_CODES``) or
+``ProtocolMismatch`` (overlayd is too old for this client). A ``Client`` is not thread-safe.
+
+Only the standard library's ``os``, ``_socket`` and ``time`` plus ``msgpack`` are imported, so
+a health check starts fast.
+"""
+
+from __future__ import annotations
+
+# _socket is the C core of the socket module: the same socket objects and exceptions, without
+# the ~6 ms `socket` spends importing enum and selectors, which a health check pays every run.
+import _socket
+import os
+import time
+from collections import deque
+
+from protocol import (
+    PROTOCOL_VERSION,
+    STATE_NOTIFICATION,
+    Notification,
+    ProtocolError,
+    Response,
+    pack_request,
+    parse_message,
+)
+from protocol.framing import Decoder
+
+TYPE_CHECKING = False  # typing stays unimported at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+DEFAULT_SOCKET = "/run/overlay/control.sock"
+#: Extra seconds a ``wait`` call's socket timeout allows beyond the wait's own timeout.
+WAIT_MARGIN = 5.0
+#: Notifications kept while nobody reads them; the oldest are dropped beyond this.
+MAX_QUEUED_NOTIFICATIONS = 10_000
+_RECV_SIZE = 1 << 16
+_MSGID_MASK = (1 << 32) - 1
+
+
+def default_socket_path() -> str:
+    """``$OVERLAY_SOCKET``, else ``$OVERLAY_RUN_DIR/control.sock``, else the built-in default."""
+    path = os.environ.get("OVERLAY_SOCKET")
+    if path:
+        return path
+    run_dir = os.environ.get("OVERLAY_RUN_DIR")
+    if run_dir:
+        return os.path.join(run_dir, "control.sock")
+    return DEFAULT_SOCKET
+
+
+class ClientError(Exception):
+    """Base of every error this client raises."""
+
+
+class ConnectError(ClientError):
+    """overlayd cannot be reached at ``path``: not running, no permission, gone, or silent."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot reach overlayd at {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class RemoteError(ClientError):
+    """overlayd answered with an error: ``code`` (a stable string), ``message``, ``data``."""
+
+    def __init__(self, code: str, message: str, data: object = None) -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class ProtocolMismatch(ClientError):
+    """overlayd speaks an older protocol than this client needs (or is not overlayd at all)."""
+
+    def __init__(self, message: str, server_protocol: object = None) -> None:
+        super().__init__(message)
+        self.server_protocol = server_protocol
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _name_list(names: Iterable[str] | str) -> list[str]:
+    # A lone str is one name, not a sequence of one-letter names.
+    return [names] if isinstance(names, str) else list(names)
+
+
+class Client:
+    """A connection to overlayd's control socket with one method per RPC method.
+
+    ``socket_path`` defaults to ``default_socket_path()``. ``timeout`` (seconds, None for
+    none) bounds connecting and each call; ``wait`` extends it to cover its own timeout and
+    ``subscribe`` blocks without one. ``handshake=False`` skips the ``hello`` check on connect.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        timeout: float | None = 10.0,
+        *,
+        handshake: bool = True,
+    ) -> None:
+        self.socket_path = default_socket_path() if socket_path is None else socket_path
+        self.timeout = timeout
+        self.handshake = handshake
+        #: The ``hello`` reply of the current connection's handshake, once connected.
+        self.server_info: dict[str, object] | None = None
+        self._sock: _socket.socket | None = None
+        self._decoder = Decoder()
+        self._msgid = 0
+        self._notifications: deque[Notification] = deque(maxlen=MAX_QUEUED_NOTIFICATIONS)
+
+    # -- connection -------------------------------------------------------------------------
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (the next call opens a new one). Safe to call twice."""
+        sock, self._sock = self._sock, None
+        self.server_info = None
+        self._notifications.clear()
+        if sock is not None:
+            sock.close()
+
+    def _connect(self) -> None:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise ConnectError(self.socket_path, _reason(exc)) from exc
+        self._sock = sock
+        self._decoder = Decoder()
+        if self.handshake:
+            try:
+                self._check_hello(self._call("hello", [], self.timeout))
+            except ClientError:
+                self.close()
+                raise
+
+    def _check_hello(self, info: object) -> dict[str, object]:
+        protocol = info.get("protocol") if type(info) is dict else None
+        if type(protocol) is not int:
+            raise ProtocolMismatch(
+                f"the server at {self.socket_path} sent no protocol version in its hello reply; "
+                "is it overlayd?"
+            )
+        if protocol < PROTOCOL_VERSION:
+            raise ProtocolMismatch(
+                f"overlayd at {self.socket_path} speaks protocol {protocol}, but this client "
+                f"needs protocol {PROTOCOL_VERSION} or newer: upgrade overlayd in the image, "
+                "or use the overlayctl that came with it",
+                protocol,
+            )
+        self.server_info = info
+        return info
+
+    def _fail(self, reason: str) -> ConnectError:
+        """Drop the connection (its state is unknown now) and describe why."""
+        self.close()
+        return ConnectError(self.socket_path, reason)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def _read(self, deadline: float | None) -> list[Response] | None:
+        """One ``recv``: queue notifications, return responses; None at a clean end of stream."""
+        sock = self._sock
+        if sock is None:
+            raise ConnectError(self.socket_path, "connection closed")
+        try:
+            if deadline is None:
+                sock.settimeout(None)
+            else:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            data = sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            raise self._fail("timed out waiting for a reply") from None
+        except OSError as exc:
+            raise self._fail(_reason(exc)) from exc
+        if not data:
+            if self._decoder.buffered:
+                raise self._fail("connection closed in the middle of a reply")
+            self.close()
+            return None
+        responses: list[Response] = []
+        try:
+            for obj in self._decoder.feed(data):
+                message = parse_message(obj)
+                if type(message) is Response:
+                    responses.append(message)
+                elif type(message) is Notification:
+                    self._notifications.append(message)
+                # A request from the server has no meaning in this protocol: ignored.
+        except ProtocolError as exc:
+            self.close()
+            raise ClientError(f"bad reply from overlayd at {self.socket_path}: {exc}") from exc
+        return responses
+
+    def _call(self, method: str, params: list[object], timeout: float | None) -> object:
+        if self._sock is None:
+            self._connect()
+        self._msgid = msgid = (self._msgid + 1) & _MSGID_MASK
+        try:
+            frame = pack_request(msgid, method, params)
+        except ProtocolError as exc:
+            raise ClientError(f"cannot send {method}: {exc}") from exc
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sock = self._sock
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(frame)
+        except TimeoutError:
+            raise self._fail("timed out sending a request") from None
+        except OSError as exc:
+            raise self._fail(_reason(exc)) from exc
+        while True:
+            responses = self._read(deadline)
+            if responses is None:
+                raise ConnectError(self.socket_path, "overlayd closed the connection")
+            for response in responses:
+                if response.msgid != msgid:
+                    continue  # the late answer to an earlier call that timed out
+                error = response.error
+                if error is not None:
+                    raise RemoteError(error["code"], error["message"], error["data"])
+                return response.result
+
+    def call(self, method: str, *params: object) -> object:
+        """Call any method with positional ``params``; return its result."""
+        return self._call(method, list(params), self.timeout)
+
+    # -- the methods ------------------------------------------------------------------------
+
+    def hello(self) -> dict[str, object]:
+        """Server name, version, protocol version and method names; checks the protocol."""
+        if self._sock is None and self.handshake:
+            self._connect()  # its handshake is a hello: no need to ask twice
+            return dict(self.server_info)
+        return dict(self._check_hello(self._call("hello", [], self.timeout)))
+
+    def status(self, names: Iterable[str] = (), details: bool = False) -> list[dict[str, object]]:
+        """Service records (DESIGN §6 keys), all or the named ones, in overlayd's order."""
+        return self._call("status", [_name_list(names), details], self.timeout)
+
+    def start(self, names: Iterable[str]) -> list[str]:
+        """Want the services up and start them; returns the names acted on."""
+        return self._call("start", [_name_list(names)], self.timeout)
+
+    def stop(self, names: Iterable[str]) -> list[str]:
+        """Want the services down and stop them; returns the names acted on."""
+        return self._call("stop", [_name_list(names)], self.timeout)
+
+    def restart(self, names: Iterable[str]) -> list[str]:
+        """Restart the services; returns the names acted on."""
+        return self._call("restart", [_name_list(names)], self.timeout)
+
+    def once(self, names: Iterable[str]) -> list[str]:
+        """Start the services without restarting them when they exit; returns the names."""
+        return self._call("once", [_name_list(names)], self.timeout)
+
+    def signal(self, sig: str | int, names: Iterable[str]) -> list[str]:
+        """Signal each service's process group (``"HUP"``, ``"SIGHUP"`` or a number)."""
+        return self._call("signal", [sig, _name_list(names)], self.timeout)
+
+    def wait(self, condition: str, names: Iterable[str], timeout: float | None = None) -> bool:
+        """Block until every service is ``up``, ``ready`` or ``down``; True.
+
+        Raises ``RemoteError`` with code ``timeout`` when ``timeout`` seconds pass first.
+        """
+        socket_timeout = None if timeout is None else timeout + WAIT_MARGIN
+        return self._call("wait", [condition, _name_list(names), timeout], socket_timeout)
+
+    def check(self) -> dict[str, object]:
+        """Health: ``{"healthy": bool, "problems": [{"name", "state", "reason"}]}``."""
+        return self._call("check", [], self.timeout)
+
+    def shutdown(self, exit_code: int | None = None) -> bool:
+        """Ask overlayd to stop the container, optionally with this exit code."""
+        return self._call("shutdown", [exit_code], self.timeout)
+
+    def subscribe(self) -> Iterator[list[object]]:
+        """Subscribe now; return a generator of each ``state`` notification's params.
+
+        The params are ``[record]`` (a service record, as in ``status``). The generator blocks
+        without a timeout, and ends when overlayd closes the connection.
+        """
+        self._call("subscribe", [], self.timeout)
+        return self._events()
+
+    def _events(self) -> Iterator[list[object]]:
+        queue = self._notifications
+        while True:
+            while queue:
+                notification = queue.popleft()
+                if notification.method == STATE_NOTIFICATION:
+                    yield notification.params
+            if self._read(None) is None:
+                return
