@@ -112,7 +112,9 @@ class Loop:
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
         self._running = False
-        self._add_fd(self._wakeup_r, reader=self._drain_signals)
+        self.add_reader(self._wakeup_r, self._drain_signals)
+        # Installed now, not in run(): a child may exit before the loop first waits.
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
 
     # --- fds -------------------------------------------------------------------------------
     def _events(self, fd: int) -> int:
@@ -128,9 +130,6 @@ class Loop:
             self._selector.register(fd, now)
         elif had:
             self._selector.unregister(fd)
-
-    def _add_fd(self, fd: int, reader: Callback) -> None:
-        self.add_reader(fd, reader)
 
     def add_reader(self, fd: int, callback: Callback) -> None:
         had = self._events(fd)
@@ -210,14 +209,10 @@ class Loop:
         self._running = False
 
     def run(self) -> None:
-        """Serve events until stop(). Installs the signal wakeup fd for the loop's lifetime."""
-        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        """Serve events until stop()."""
         self._running = True
-        try:
-            while self._running:
-                self._run_once()
-        finally:
-            signal.set_wakeup_fd(-1)
+        while self._running:
+            self._run_once()
 
     def _next_timeout(self) -> float | None:
         if self._soon:
