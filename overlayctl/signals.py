@@ -1,0 +1,48 @@
+"""Signal names for overlayctl: parsing what users type, naming what services died of.
+
+The `signal` module is imported inside the functions, not at the top: it pulls in `enum`,
+and `overlayctl status` / `check` only need it when a service actually died of a signal.
+"""
+
+from __future__ import annotations
+
+
+def parse_signal(text: str) -> str | int:
+    """Turn `HUP`, `SIGHUP`, `sighup` or `1` into what the `signal` RPC takes.
+
+    Names come back canonical (`"SIGHUP"`; aliases such as `IOT` become `"SIGABRT"`),
+    numbers come back as ints. Raises ValueError for anything that is not a signal.
+    """
+    import signal
+
+    word = text.strip()
+    if not word:
+        raise ValueError("empty signal name")
+    if word.isdigit():
+        number = int(word)
+        if not 0 < number < signal.NSIG:
+            raise ValueError(f"signal number out of range 1..{signal.NSIG - 1}: {text}")
+        return number
+    name = word.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return signal.Signals[name].name
+    except KeyError:
+        raise ValueError(f"unknown signal: {text}") from None
+
+
+def signal_name(sig: int | str) -> str:
+    """Name a signal for display: 9 → `SIGKILL`, `"KILL"` → `SIGKILL`, 99 → `signal 99`."""
+    import signal
+
+    if isinstance(sig, str):
+        if sig.isdigit():
+            sig = int(sig)
+        else:
+            name = sig.upper()
+            return name if name.startswith("SIG") else "SIG" + name
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
