@@ -1,0 +1,715 @@
+"""Unit tests for overlayctl's command line: formatting, parsing, exit codes, the fast path.
+
+No overlayd runs here. Commands get a stub client through `Invocation.factory` (the same hook
+`fast.run` and `cli.run` take); the subprocess tests point at a socket that does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from overlayctl import commands, fast, render
+from overlayctl.client import ConnectError, ProtocolMismatch, RemoteError
+from overlayctl.signals import parse_signal, signal_name
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY_MODULES = ("typer", "click", "rich", "tabulate")
+ALL_COMMANDS = (
+    "status",
+    "start",
+    "stop",
+    "restart",
+    "once",
+    "signal",
+    "wait",
+    "check",
+    "shutdown",
+    "events",
+    "version",
+)
+
+
+# -- a stub client --------------------------------------------------------------------------
+
+
+class StubClient:
+    """Stands in for overlayctl.client.Client: records calls, returns canned answers."""
+
+    def __init__(self, **answers: object) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
+        self.closed = False
+
+    def _answer(self, method: str, *args: object, **kwargs: object) -> object:
+        self.calls.append((method, args, kwargs))
+        answer = self.answers.get(method)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def hello(self) -> object:
+        return self._answer("hello")
+
+    def status(self, names: object = (), details: bool = False) -> object:
+        return self._answer("status", names=names, details=details)
+
+    def start(self, names: object) -> object:
+        return self._answer("start", names)
+
+    def stop(self, names: object) -> object:
+        return self._answer("stop", names)
+
+    def restart(self, names: object) -> object:
+        return self._answer("restart", names)
+
+    def once(self, names: object) -> object:
+        return self._answer("once", names)
+
+    def signal(self, sig: object, names: object) -> object:
+        return self._answer("signal", sig, names)
+
+    def wait(self, condition: str, names: object, timeout: object = None) -> object:
+        return self._answer("wait", condition, names, timeout=timeout)
+
+    def check(self) -> object:
+        return self._answer("check")
+
+    def shutdown(self, exit_code: object = None) -> object:
+        return self._answer("shutdown", exit_code=exit_code)
+
+    def subscribe(self) -> object:
+        self.calls.append(("subscribe", (), {}))
+        return self.answers["subscribe"]()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Factory:
+    """Records the socket path and timeout each connection was asked for."""
+
+    def __init__(self, client: StubClient | None = None, error: Exception | None = None) -> None:
+        self.client = client or StubClient()
+        self.error = error
+        self.opened: list[tuple[str | None, float | None]] = []
+
+    def __call__(self, path: str | None, timeout: float | None) -> StubClient:
+        self.opened.append((path, timeout))
+        if self.error is not None:
+            raise self.error
+        return self.client
+
+
+def _run_cli(args: list[str], factory: Factory | None = None) -> int:
+    from overlayctl import cli
+
+    return cli.run(args, factory=factory)
+
+
+NOW = 1_800_000_000.0
+RECORDS = [
+    {
+        "name": "web",
+        "state": "up",
+        "want": "up",
+        "pid": 123,
+        "pgid": 123,
+        "since": NOW - 252,
+        "restarts": 0,
+        "last_exit": None,
+        "ready": True,
+        "normally_up": True,
+    },
+    {
+        "name": "db",
+        "state": "backoff",
+        "want": "up",
+        "pid": None,
+        "pgid": None,
+        "since": NOW - 1,
+        "restarts": 12,
+        "last_exit": {"code": None, "signal": 9, "at": NOW - 1},
+        "ready": False,
+        "normally_up": True,
+    },
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_env_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OVERLAY_SOCKET", raising=False)
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (3, "3s"),
+        (59.9, "59s"),
+        (60, "1m00s"),
+        (252, "4m12s"),
+        (3599, "59m59s"),
+        (3600, "1h00m"),
+        (2 * 3600 + 3 * 60 + 59, "2h03m"),
+        (86399, "23h59m"),
+        (86400, "1d00h"),
+        (5 * 86400 + 2 * 3600 + 59 * 60, "5d02h"),
+        (400 * 86400, "400d00h"),
+        (-5, "0s"),  # clock stepped back: never a negative uptime
+    ],
+)
+def test_format_uptime(seconds: float, text: str) -> None:
+    assert render.format_uptime(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("last_exit", "text"),
+    [
+        (None, "-"),
+        ({}, "-"),
+        ({"code": 0, "signal": None, "at": NOW}, "0"),
+        ({"code": 1, "signal": None, "at": NOW}, "1"),
+        ({"code": 125, "signal": None, "at": NOW}, "125"),
+        ({"code": None, "signal": 9, "at": NOW}, "SIGKILL"),
+        ({"code": 256, "signal": 15, "at": NOW}, "SIGTERM"),
+        ({"code": None, "signal": "KILL", "at": NOW}, "SIGKILL"),
+        ({"code": None, "signal": None, "at": NOW}, "-"),
+    ],
+)
+def test_format_last_exit(last_exit: dict[str, object] | None, text: str) -> None:
+    assert render.format_last_exit(last_exit) == text
+
+
+def test_signal_name_of_unknown_number() -> None:
+    assert signal_name(200) == "signal 200"
+    assert signal_name("sighup") == "SIGHUP"
+
+
+def test_status_table_columns_and_placeholders() -> None:
+    lines = render.status_table(RECORDS, now=NOW).splitlines()
+    assert lines[0] == "name    state      pid    uptime    restarts  last exit    ready"
+    assert lines[2].split() == ["web", "up", "123", "4m12s", "0", "-", "yes"]
+    # Not running: no pid, no uptime, and the signal it last died of.
+    assert lines[3].split() == ["db", "backoff", "-", "-", "12", "SIGKILL", "no"]
+
+
+def test_status_table_details_adds_columns() -> None:
+    rec = dict(RECORDS[0], cpu_percent=1.25, rss=12 * 1024 * 1024, nprocs=3)
+    lines = render.status_table([rec], now=NOW, details=True).splitlines()
+    assert lines[0].split()[-3:] == ["cpu", "rss", "procs"]
+    assert lines[2].split()[-3:] == ["1.2%", "12.0M", "3"]
+
+
+def test_status_table_with_no_services_is_just_the_header() -> None:
+    assert len(render.status_table([], now=NOW).splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [["web", "up", "123", "4m12s", "0", "-", "yes"]],
+        [
+            ["a-much-longer-name", "finishing", "4194304", "5d02h", "1234", "SIGSEGV", "no"],
+            ["x", "up", "1", "3s", "0", "0", "yes"],
+            ["café", "ready", "-", "-", "0", "255", "yes"],
+        ],
+    ],
+)
+def test_table_matches_tabulate_simple(rows: list[list[str]]) -> None:
+    # The table is drawn by hand to keep tabulate's import cost off `status`; it must look
+    # exactly like tabulate's "simple" format all the same.
+    tabulate = pytest.importorskip("tabulate").tabulate
+    headers = list(render.STATUS_HEADERS)
+    colalign = ["right" if i in render.STATUS_RIGHT else "left" for i in range(len(headers))]
+    expected = tabulate(rows, headers, tablefmt="simple", disable_numparse=True, colalign=colalign)
+    assert render.table(headers, rows, render.STATUS_RIGHT) == expected
+
+
+def test_format_event_line() -> None:
+    since = time.mktime((2026, 11, 29, 8, 30, 1, 0, 0, -1))
+    record = dict(RECORDS[0], since=since)
+    assert render.format_event(record) == "2026-11-29T08:30:01 web up pid=123"
+    down = dict(RECORDS[1], since=since)
+    assert render.format_event(down) == "2026-11-29T08:30:01 db backoff exit=SIGKILL"
+
+
+def test_error_line_is_always_one_line() -> None:
+    assert render.error_line("bad\nthing\n") == "overlayctl: bad thing"
+
+
+# -- signal names and exit codes -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "sent"),
+    [
+        ("HUP", "SIGHUP"),
+        ("SIGHUP", "SIGHUP"),
+        ("sighup", "SIGHUP"),
+        ("hup", "SIGHUP"),
+        ("Term", "SIGTERM"),
+        ("IOT", "SIGABRT"),  # an alias goes out under its canonical name
+        ("1", 1),
+        ("9", 9),
+        ("64", 64),
+    ],
+)
+def test_parse_signal(text: str, sent: str | int) -> None:
+    assert parse_signal(text) == sent
+
+
+@pytest.mark.parametrize("text", ["bad", "", "SIG", "SIGBAD", "0", "65", "999", "-1", "SIG_DFL"])
+def test_parse_signal_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_signal(text)
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [(0, 0), (3, 3), (255, 255), (256, 0), (257, 1), (-1, 255), (-256, 0), (10**12 + 5, 5)],
+)
+def test_exit_code_is_reduced_modulo_256(given: int, sent: int) -> None:
+    assert commands.reduce_exit_code(given) == sent
+    factory = Factory()
+    assert commands.shutdown(commands.Invocation(factory=factory), given) == 0
+    assert factory.client.calls == [("shutdown", (), {"exit_code": sent})]
+
+
+def test_shutdown_without_exit_code_sends_none() -> None:
+    factory = Factory()
+    assert _run_cli(["shutdown"], factory) == 0
+    assert factory.client.calls == [("shutdown", (), {"exit_code": None})]
+
+
+@pytest.mark.parametrize(("arg", "sent"), [("-1", 255), ("300", 44), ("=-2", 254)])
+def test_shutdown_exit_code_option_accepts_negative_and_large(arg: str, sent: int) -> None:
+    factory = Factory()
+    argv = ["shutdown", f"--exit-code{arg}"] if arg.startswith("=") else ["shutdown"]
+    if not arg.startswith("="):
+        argv += ["--exit-code", arg]
+    assert _run_cli(argv, factory) == 0
+    assert factory.client.calls == [("shutdown", (), {"exit_code": sent})]
+
+
+# -- the fast-path parser ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["status"], fast.FastArgs("status")),
+        (["check"], fast.FastArgs("check")),
+        (["version"], fast.FastArgs("version")),
+        (["status", "web", "db"], fast.FastArgs("status", names=("web", "db"))),
+        (["status", "--socket", "/s"], fast.FastArgs("status", socket="/s")),
+        (["status", "--socket=/s"], fast.FastArgs("status", socket="/s")),
+        (["--socket", "/s", "check"], fast.FastArgs("check", socket="/s")),
+        (["--socket=/a", "status", "--socket", "/b"], fast.FastArgs("status", socket="/b")),
+        (["--json", "status"], fast.FastArgs("status", json=True)),
+        (["check", "--json"], fast.FastArgs("check", json=True)),
+        (
+            ["status", "--details", "web", "--json", "--socket", "/s"],
+            fast.FastArgs("status", "/s", True, True, ("web",)),
+        ),
+        (["version", "--json", "--socket=/s"], fast.FastArgs("version", "/s", True)),
+    ],
+)
+def test_fast_parse_accepts(argv: list[str], expected: fast.FastArgs) -> None:
+    assert fast.parse(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--help"],
+        ["-h"],
+        ["status", "--help"],
+        ["check", "-h"],
+        ["version", "--help"],
+        ["stop", "web"],
+        ["events"],
+        ["frobnicate"],
+        ["status", "--socket"],  # missing value
+        ["status", "--socket="],
+        ["status", "--socket", "--json"],
+        ["status", "--bogus"],
+        ["status", "-x"],
+        ["status", "--", "web"],
+        ["status", ""],
+        ["--details", "status"],  # --details belongs after the command
+        ["check", "web"],  # check takes no names
+        ["check", "--details"],
+        ["version", "extra"],
+        ["--socket", "/s"],  # no command
+    ],
+)
+def test_fast_parse_defers_to_typer(argv: list[str]) -> None:
+    assert fast.parse(argv) is None
+
+
+def test_main_hands_typer_the_untouched_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    from overlayctl import __main__, cli
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(cli, "run", lambda args: seen.append(args) or 7)
+    monkeypatch.setattr(fast, "run", lambda args: pytest.fail("fast path taken"))
+    argv = ["--json", "status", "--help"]
+    assert __main__.main(argv) == 7
+    assert seen == [argv]
+
+
+def test_main_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from overlayctl import __main__, cli
+
+    seen: list[fast.FastArgs] = []
+    monkeypatch.setattr(fast, "run", lambda args: seen.append(args) or 0)
+    monkeypatch.setattr(cli, "run", lambda args: pytest.fail("Typer path taken"))
+    assert __main__.main(["status", "--socket", "/s", "web"]) == 0
+    assert seen == [fast.FastArgs("status", socket="/s", names=("web",))]
+
+
+# -- both paths print the same thing -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["--json", "status", "web"],
+        ["status", "--details"],
+        ["check"],
+        ["check", "--json"],
+        ["version"],
+        ["--json", "version"],
+    ],
+)
+def test_fast_and_typer_paths_print_the_same(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = [dict(r, since=time.time() - 252) for r in RECORDS]
+
+    def stub() -> Factory:
+        return Factory(
+            StubClient(
+                status=records,
+                check={"healthy": False, "problems": [{"name": "db", "state": "backoff"}]},
+                hello={"server": "overlayd", "version": "9.9", "protocol": 1, "methods": []},
+            )
+        )
+
+    parsed = fast.parse(argv)
+    assert parsed is not None
+    fast_code = fast.run(parsed, factory=stub())
+    fast_out = capsys.readouterr()
+    typer_code = _run_cli(argv, stub())
+    typer_out = capsys.readouterr()
+    assert (fast_code, fast_out.out, fast_out.err) == (typer_code, typer_out.out, typer_out.err)
+    assert fast_out.out or fast_out.err
+
+
+# -- the real entry point, in a subprocess -------------------------------------------------
+
+
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("OVERLAY_SOCKET", None)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+PROBE = """
+import sys
+from overlayctl.__main__ import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+print(",".join(heavy))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("command", ["status", "check"])
+def test_fast_path_unreachable_exits_3_without_typer(command: str, tmp_path: Path) -> None:
+    sock = str(tmp_path / "nonexistent" / "control.sock")
+    proc = _python("-c", PROBE.format(heavy=set(HEAVY_MODULES)), command, "--socket", sock)
+    assert proc.returncode == 3
+    assert proc.stdout.strip() == ""  # none of typer/click/rich/tabulate was imported
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"overlayctl: cannot reach overlayd at {sock}: ")
+
+
+def test_python_m_overlayctl_status_imports_nothing_heavy(tmp_path: Path) -> None:
+    sock = str(tmp_path / "nonexistent")
+    proc = _python("-X", "importtime", "-m", "overlayctl", "status", "--socket", sock)
+    assert proc.returncode == 3
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "overlayctl.fast" in imported
+    assert not {m for m in imported if m.split(".")[0] in HEAVY_MODULES}
+    messages = [line for line in proc.stderr.splitlines() if line.startswith("overlayctl:")]
+    assert messages == [f"overlayctl: cannot reach overlayd at {sock}: No such file or directory"]
+
+
+def test_typer_path_unreachable_has_the_same_message(tmp_path: Path) -> None:
+    sock = str(tmp_path / "nonexistent")
+    typer_path = _python("-m", "overlayctl", "stop", "x", "--socket", sock)
+    fast_path = _python("-m", "overlayctl", "status", "--socket", sock)
+    assert typer_path.returncode == fast_path.returncode == 3
+    assert typer_path.stderr == fast_path.stderr
+    assert typer_path.stderr.count("\n") == 1
+    assert sock in typer_path.stderr
+
+
+def test_unknown_command_exits_2_in_a_subprocess() -> None:
+    proc = _python("-m", "overlayctl", "frobnicate")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "overlayctl: No such command 'frobnicate'. (see 'overlayctl --help')"
+    ]
+
+
+def test_socket_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OVERLAY_SOCKET", "/env/sock")
+    factory = Factory(StubClient(check={"healthy": True, "problems": []}))
+    assert fast.run(fast.FastArgs("check"), factory=factory) == 0
+    assert _run_cli(["stop", "x"], factory) == 0
+    assert _run_cli(["--socket", "/opt", "stop", "x"], factory) == 0
+    assert [path for path, _ in factory.opened] == ["/env/sock", "/env/sock", "/opt"]
+
+
+# -- the Typer app -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [*ALL_COMMANDS, None])
+def test_help_exits_0_with_an_example(
+    command: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--help"] if command is None else [command, "--help"]
+    assert _run_cli(argv) == 0
+    out = capsys.readouterr().out
+    assert "Examples:" in out
+    assert "overlayctl " in out.split("Examples:")[1]
+
+
+def test_no_arguments_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run_cli([]) == 2
+    assert "Commands:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["frobnicate"], "No such command 'frobnicate'"),
+        (["signal", "FOO", "web"], "unknown signal: FOO"),
+        (["signal", "0", "web"], "out of range"),
+        (["wait", "--up", "--down", "web"], "only one of --up, --ready, --down"),
+        (["wait", "--timeout", "-1", "web"], "--timeout"),
+        (["start"], "Missing argument"),
+        (["shutdown", "--exit-code", "soon"], "--exit-code"),
+        (["status", "--bogus"], "No such option: --bogus"),
+        (["check", "web"], "unexpected extra argument"),
+    ],
+)
+def test_usage_errors_exit_2_on_one_line(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    factory = Factory()
+    assert _run_cli(argv, factory) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("overlayctl: ")
+    assert needle in err
+    assert factory.opened == []  # a usage error never reaches overlayd
+
+
+def test_json_before_or_after_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--json", "status"], ["status", "--json"]):
+        factory = Factory(StubClient(status=RECORDS))
+        assert _run_cli(argv, factory) == 0
+        assert json.loads(capsys.readouterr().out) == RECORDS
+
+
+def test_socket_after_the_command_wins() -> None:
+    factory = Factory(StubClient())
+    assert _run_cli(["--socket", "/a", "restart", "web", "--socket", "/b"], factory) == 0
+    assert _run_cli(["--socket", "/a", "once", "web"], factory) == 0
+    assert [path for path, _ in factory.opened] == ["/b", "/a"]
+    assert factory.client.calls == [("restart", (["web"],), {}), ("once", (["web"],), {})]
+
+
+@pytest.mark.parametrize(("sig", "sent"), [("hup", "SIGHUP"), ("SIGUSR1", "SIGUSR1"), ("9", 9)])
+def test_signal_sends_the_canonical_name_or_number(sig: str, sent: str | int) -> None:
+    factory = Factory()
+    assert _run_cli(["signal", sig, "web", "db"], factory) == 0
+    assert factory.client.calls == [("signal", (sent, ["web", "db"]), {})]
+
+
+@pytest.mark.parametrize(
+    ("options", "condition", "timeout"),
+    [([], "up", None), (["--ready"], "ready", None), (["--down", "--timeout", "2.5"], "down", 2.5)],
+)
+def test_wait_condition_and_timeout(
+    options: list[str], condition: str, timeout: float | None
+) -> None:
+    factory = Factory()
+    assert _run_cli(["wait", *options, "web"], factory) == 0
+    assert factory.client.calls == [("wait", (condition, ["web"]), {"timeout": timeout})]
+
+
+# -- outcomes and exit codes ---------------------------------------------------------------
+
+
+def test_check_healthy_is_silent(capsys: pytest.CaptureFixture[str]) -> None:
+    factory = Factory(StubClient(check={"healthy": True, "problems": []}))
+    assert commands.check(commands.Invocation(factory=factory)) == 0
+    assert capsys.readouterr() == ("", "")
+    assert factory.client.closed
+
+
+def test_check_names_each_culprit(capsys: pytest.CaptureFixture[str]) -> None:
+    problems = [
+        {"name": "web", "state": "backoff", "reason": "exited 1 less than a second after start"},
+        {"name": "db", "state": "failed", "reason": ""},
+        {"name": "api", "state": "up", "reason": "not ready"},
+    ]
+    factory = Factory(StubClient(check={"healthy": False, "problems": problems}))
+    assert commands.check(commands.Invocation(factory=factory)) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        "overlayctl: check: web is backoff (exited 1 less than a second after start)",
+        "overlayctl: check: db is failed",
+        "overlayctl: check: api is up (not ready)",
+    ]
+
+
+def test_check_json_still_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"healthy": False, "problems": [{"name": "db", "state": "failed", "reason": "x"}]}
+    factory = Factory(StubClient(check=result))
+    assert commands.check(commands.Invocation(json=True, factory=factory)) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == result
+    assert err == "overlayctl: check: db is failed (x)\n"
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (
+            RemoteError("no_such_service", "no such service: x"),
+            4,
+            "overlayctl: no such service: x",
+        ),
+        (RemoteError("permission_denied", "read-only client"), 4, "overlayctl: read-only client"),
+        (RemoteError("shutting_down", ""), 4, "overlayctl: shutting_down"),
+        (RemoteError("timeout", "web not up after 1s"), 1, "overlayctl: web not up after 1s"),
+        (
+            ConnectError("/s", "Connection refused"),
+            3,
+            "overlayctl: cannot reach overlayd at /s: Connection refused",
+        ),
+        (
+            ProtocolMismatch("overlayd at /s speaks protocol 0"),
+            3,
+            "overlayctl: overlayd at /s speaks protocol 0",
+        ),
+        (ProtocolMismatch("too old"), 3, "overlayctl: too old (socket /s)"),
+        (RuntimeError("oops"), 1, "overlayctl: internal error: RuntimeError: oops"),
+    ],
+)
+def test_failures_map_to_exit_codes(
+    error: Exception, code: int, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    factory = Factory(StubClient(stop=error, wait=error))
+    inv = commands.Invocation(socket="/s", factory=factory)
+    assert commands.action(inv, "stop", ["x"]) == code
+    assert capsys.readouterr().err.splitlines() == [line]
+    assert commands.wait(inv, "up", ["x"], timeout=1) == code
+    assert capsys.readouterr().err.splitlines() == [line]
+    assert factory.client.closed
+
+
+def test_connect_failure_in_the_factory(capsys: pytest.CaptureFixture[str]) -> None:
+    factory = Factory(error=ConnectError("/s", "No such file or directory"))
+    assert commands.status(commands.Invocation(socket="/s", factory=factory)) == 3
+    assert capsys.readouterr() == (
+        "",
+        "overlayctl: cannot reach overlayd at /s: No such file or directory\n",
+    )
+
+
+def test_version_prints_client_then_server(capsys: pytest.CaptureFixture[str]) -> None:
+    hello = {"server": "overlayd", "version": "1.2.3", "protocol": 1, "methods": []}
+    factory = Factory(StubClient(hello=hello))
+    assert commands.version(commands.Invocation(factory=factory)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"overlayctl {commands.client_version()}", "overlayd 1.2.3 (protocol 1)"]
+
+
+def test_version_unreachable_still_prints_client(capsys: pytest.CaptureFixture[str]) -> None:
+    factory = Factory(error=ConnectError("/s", "Connection refused"))
+    assert commands.version(commands.Invocation(factory=factory)) == 3
+    out, err = capsys.readouterr()
+    assert out == f"overlayctl {commands.client_version()}\n"
+    assert err == "overlayctl: cannot reach overlayd at /s: Connection refused\n"
+
+
+def _events(*batches: object, then: BaseException | None = None) -> object:
+    def generate() -> object:
+        yield from batches
+        if then is not None:
+            raise then
+
+    return generate
+
+
+def test_events_one_line_each_until_interrupted(capsys: pytest.CaptureFixture[str]) -> None:
+    since = time.mktime((2026, 11, 29, 8, 30, 1, 0, 0, -1))
+    up = dict(RECORDS[0], since=since)
+    stub = StubClient(subscribe=_events([up], [dict(up, pid=124)], then=KeyboardInterrupt()))
+    assert commands.events(commands.Invocation(factory=Factory(stub))) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "2026-11-29T08:30:01 web up pid=123",
+        "2026-11-29T08:30:01 web up pid=124",
+    ]
+    assert err == ""  # ^C is the normal way out: no message, no traceback
+
+
+def test_events_json_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    stub = StubClient(subscribe=_events([RECORDS[0]], [RECORDS[1]]))
+    assert commands.events(commands.Invocation(json=True, factory=Factory(stub))) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == RECORDS
+
+
+def test_events_lost_connection_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    lost = ConnectError("/s", "overlayd closed the connection")
+    stub = StubClient(subscribe=_events([RECORDS[0]], then=lost))
+    assert commands.events(commands.Invocation(factory=Factory(stub))) == 3
+    assert capsys.readouterr().err == (
+        "overlayctl: cannot reach overlayd at /s: overlayd closed the connection\n"
+    )
+
+
+def test_interrupt_elsewhere_exits_130(capsys: pytest.CaptureFixture[str]) -> None:
+    factory = Factory(StubClient(wait=KeyboardInterrupt()))
+    assert commands.wait(commands.Invocation(factory=factory), "up", ["web"]) == 130
+    assert capsys.readouterr() == ("", "")
