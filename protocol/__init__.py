@@ -17,6 +17,7 @@ from .errors import (
     ProtocolError,
 )
 from .framing import (
+    MAX_CONTAINERS,
     MAX_DEPTH,
     MAX_FRAME,
     MAX_ITEMS,
@@ -48,6 +49,7 @@ __all__ = [
     "ERROR_CODES",
     "INTERNAL",
     "INVALID_STATE",
+    "MAX_CONTAINERS",
     "MAX_DEPTH",
     "MAX_FRAME",
     "MAX_ITEMS",

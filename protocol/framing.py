@@ -1,8 +1,9 @@
 """Bytes <-> msgpack values on a stream socket: a bounded streaming decoder and the encoders.
 
 msgpack-RPC has no length prefix: a frame is one msgpack value. The decoder therefore bounds
-every frame itself (``MAX_FRAME`` bytes, ``MAX_ITEMS`` per container, ``MAX_DEPTH`` levels) so a
-hostile or broken peer costs a bounded amount of memory and CPU and gets ``bad_request``.
+every frame itself (``MAX_FRAME`` bytes, ``MAX_ITEMS`` per container, ``MAX_CONTAINERS`` arrays
+and maps, ``MAX_DEPTH`` levels) so a hostile or broken peer costs a bounded amount of memory and
+CPU (a few ms per frame) and gets ``bad_request``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ MAX_FRAME = 1 << 20
 MAX_ITEMS = 1 << 16
 #: Deepest nesting of arrays/maps; the message envelope itself is level 1.
 MAX_DEPTH = 32
+#: Most arrays and maps in one message. A frame of a million empty arrays would otherwise cost
+#: half a second and ~70 MB to decode; this caps that at a few ms while leaving room for a
+#: status reply about thousands of services.
+MAX_CONTAINERS = 1 << 16
 
 REQUEST = 0
 RESPONSE = 1
@@ -33,6 +38,7 @@ def _check_value(root: object) -> None:
     """Reject values outside the plain data model (ext/timestamp) or nested deeper than allowed.
 
     Iterative on purpose: the value came from a peer and must not be able to exhaust the stack.
+    Containers holding only scalars, the common case, are checked at C speed.
     """
     stack = [(root, 1)]
     while stack:
@@ -41,9 +47,8 @@ def _check_value(root: object) -> None:
         if kind is list:
             items = value
         elif kind is dict:
-            for key in value:
-                if type(key) not in _SCALARS:
-                    raise ProtocolError(BAD_REQUEST, f"map key of type {kind.__name__}")
+            if not _SCALARS.issuperset(map(type, value)):
+                raise ProtocolError(BAD_REQUEST, "map keys must be scalars")
             items = value.values()
         elif kind in _SCALARS:
             continue
@@ -51,10 +56,11 @@ def _check_value(root: object) -> None:
             raise ProtocolError(BAD_REQUEST, f"value of type {kind.__name__} is not allowed")
         if depth > MAX_DEPTH:
             raise ProtocolError(BAD_REQUEST, f"message nested deeper than {MAX_DEPTH} levels")
+        if _SCALARS.issuperset(map(type, items)):
+            continue
         for item in items:
-            if type(item) in _SCALARS:
-                continue
-            stack.append((item, depth + 1))
+            if type(item) not in _SCALARS:
+                stack.append((item, depth + 1))
 
 
 class Decoder:
@@ -67,7 +73,7 @@ class Decoder:
     closed. Messages decoded in the same ``feed`` call before the error are discarded with it.
     """
 
-    __slots__ = ("_error", "_fed", "_frame_start", "_unpacker")
+    __slots__ = ("_containers", "_error", "_fed", "_frame_start", "_unpacker")
 
     def __init__(self) -> None:
         self._unpacker = msgpack.Unpacker(
@@ -80,7 +86,10 @@ class Decoder:
             max_map_len=MAX_ITEMS,
             max_ext_len=MAX_FRAME,
             ext_hook=_reject_ext,
+            list_hook=self._count,
+            object_hook=self._count,
         )
+        self._containers = 0  # arrays and maps completed in the message being decoded
         self._fed = 0  # bytes fed so far
         self._frame_start = 0  # stream offset where the message being decoded begins
         self._error: ProtocolError | None = None
@@ -126,12 +135,20 @@ class Decoder:
             pos += len(chunk)
             for message in unpacker:
                 self._frame_start = unpacker.tell()
+                self._containers = 0
                 _check_value(message)
                 messages.append(message)
             if self._fed - self._frame_start >= MAX_FRAME:
                 # MAX_FRAME bytes in and the message is still incomplete: it is over the cap.
                 raise ProtocolError(BAD_REQUEST, f"message larger than {MAX_FRAME} bytes")
         return messages
+
+    def _count(self, container: object) -> object:
+        """Unpacker hook run for each array and map: enforces ``MAX_CONTAINERS`` as it goes."""
+        self._containers += 1
+        if self._containers > MAX_CONTAINERS:
+            raise ProtocolError(BAD_REQUEST, f"message has more than {MAX_CONTAINERS} containers")
+        return container
 
 
 def _pack(message: list[object]) -> bytes:

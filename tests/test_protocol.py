@@ -8,6 +8,7 @@ import pytest
 import protocol
 from protocol import (
     ERROR_CODES,
+    MAX_CONTAINERS,
     MAX_DEPTH,
     MAX_FRAME,
     MAX_ITEMS,
@@ -229,6 +230,10 @@ def test_huge_length_header_costs_at_most_one_frame_of_buffering() -> None:
         (b"\xdd" + (MAX_ITEMS + 1).to_bytes(4, "big") + b"\xc0" * (MAX_ITEMS + 1), "long array"),
         (b"\xdf" + (MAX_ITEMS + 1).to_bytes(4, "big"), "big map header"),
         (b"\x91" * (MAX_DEPTH + 1) + b"\xc0", "too deep"),
+        (
+            b"\xdd" + (MAX_CONTAINERS + 1).to_bytes(4, "big") + b"\x90" * (MAX_CONTAINERS + 1),
+            "too many containers",
+        ),
         (b"\x91" * 5000 + b"\xc0", "deeper than msgpack's own stack"),
     ],
 )
@@ -238,6 +243,18 @@ def test_decoder_rejects_bad_streams_with_bad_request(data: bytes, why: str) -> 
         decoder.feed(data)
     bad_request(excinfo)
     assert decoder.poisoned, why
+
+
+def test_decoder_accepts_a_status_reply_about_thousands_of_services() -> None:
+    record = {"name": "svc", "state": "up", "last_exit": {"code": 0, "signal": None, "at": 1.0}}
+    reply = pack_response(1, None, [dict(record, pid=i) for i in range(5000)])
+    [obj] = Decoder().feed(reply)
+    assert len(obj[3]) == 5000
+
+
+def test_container_budget_is_per_message() -> None:
+    frame = pack_response(1, None, [[]] * (MAX_CONTAINERS - 10))
+    assert len(Decoder().feed(frame * 3)) == 3
 
 
 def test_decoder_accepts_nesting_up_to_the_limit() -> None:
