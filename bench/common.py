@@ -394,13 +394,20 @@ def scratch() -> Iterator[Path]:
 # --------------------------------------------------------------------------- trees
 
 
-def run_script(fifo: Path | None = None, tag: str = "up", ignore_term: bool = False) -> str:
-    """A service: report '<tag> <pid>' on the fifo, then idle as `exec sleep 1d`."""
+def run_script(
+    fifo: Path | None = None,
+    tag: str = "up",
+    ignore_term: bool = False,
+    ready_fd: int | None = None,
+) -> str:
+    """A service: report '<tag> <pid>' on the fifo (and readiness on ready_fd), then idle."""
     lines = ["#!/bin/sh"]
     if ignore_term:
         lines.append("trap '' TERM")  # inherited by sleep across exec
     if fifo:
         lines.append(f"echo {tag} $$ >{fifo}")
+    if ready_fd is not None:
+        lines.append(f"echo >&{ready_fd}; exec {ready_fd}>&-")  # the s6 readiness protocol
     lines.append("exec sleep 1d")
     return "\n".join(lines) + "\n"
 
@@ -418,12 +425,15 @@ def overlay_root(
     services: dict[str, str],
     cont_init: dict[str, str] | None = None,
     grace_ms: int | None = None,
+    ready_fd: int | None = None,
 ) -> dict[str, str]:
     """Lay out an OVERLAY_ROOT tree under base; return the environment for overlayd."""
     (base / "etc" / "services.d").mkdir(parents=True, exist_ok=True)
     (base / "etc" / "cont-init.d").mkdir(parents=True, exist_ok=True)
     for name, text in services.items():
         write_exec(base / "etc" / "services.d" / name / "run", text)
+        if ready_fd is not None:
+            (base / "etc" / "services.d" / name / "notification-fd").write_text(f"{ready_fd}\n")
     for name, text in (cont_init or {}).items():
         write_exec(base / "etc" / "cont-init.d" / name, text)
     env = {
@@ -436,7 +446,9 @@ def overlay_root(
     return env
 
 
-def s6_scandir(base: Path, services: dict[str, str], grace_ms: int | None = None) -> Path:
+def s6_scandir(
+    base: Path, services: dict[str, str], grace_ms: int | None = None, ready_fd: int | None = None
+) -> Path:
     """Lay out an s6 scan directory; `grace_ms` becomes each service's timeout-kill."""
     scandir = base / "scandir"
     scandir.mkdir(parents=True, exist_ok=True)
@@ -444,6 +456,8 @@ def s6_scandir(base: Path, services: dict[str, str], grace_ms: int | None = None
         write_exec(scandir / name / "run", text)
         if grace_ms is not None:
             (scandir / name / "timeout-kill").write_text(f"{grace_ms}\n")
+        if ready_fd is not None:
+            (scandir / name / "notification-fd").write_text(f"{ready_fd}\n")
     return scandir
 
 
@@ -494,6 +508,7 @@ def supervisor_argv(
     cont_init: dict[str, str] | None = None,
     cmd: Sequence[str] = (),
     grace_ms: int | None = None,
+    ready_fd: int | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that boot `column` (overlayd, s6 or supervisord) over services.
 
@@ -501,10 +516,12 @@ def supervisor_argv(
     scripts run from a /bin/sh wrapper before the exec, as s6-overlay v2's stage 2 did.
     """
     if column == "overlayd":
-        env = overlay_root(base, services, cont_init, grace_ms)
+        env = overlay_root(base, services, cont_init, grace_ms, ready_fd)
         return [str(OVERLAYD), *cmd], env
     if column == "s6":
-        argv = ["s6-svscan", str(s6_scandir(base, services, grace_ms))]
+        argv = ["s6-svscan", str(s6_scandir(base, services, grace_ms, ready_fd))]
+    elif ready_fd is not None:
+        raise ValueError(f"{column} has no readiness protocol")
     elif column == "supervisord":
         argv = ["supervisord", "-c", str(supervisord_conf(base, services, grace_ms))]
     else:
@@ -514,6 +531,42 @@ def supervisor_argv(
         scripts = [str(write_exec(base / "cont-init.d" / n, t)) for n, t in ordered]
         argv = ["/bin/sh", "-c", "; ".join([*scripts, 'exec "$@"']), "sh", *argv]
     return argv, {}
+
+
+@contextlib.contextmanager
+def running(
+    column: str,
+    services: int,
+    *,
+    grace_ms: int | None = None,
+    stubborn: int = 0,
+    ready_fd: int | None = None,
+) -> Iterator[tuple[Namespace, Fifo, list[tuple[float, str]]]]:
+    """Boot `column` over n services (`exec sleep 1d`); yield once every one has reported.
+
+    Yields the namespace, the fifo and the lines read so far: (ms, "up <pid in namespace>").
+
+    The first `stubborn` services ignore SIGTERM; with ready_fd every service signals
+    readiness on it. Whatever happens, the namespace is taken down on the way out.
+    """
+    with scratch() as base:
+        fifo = Fifo(base / "events")
+        runs = {
+            f"svc{i:03d}": run_script(fifo.path, ignore_term=i < stubborn, ready_fd=ready_fd)
+            for i in range(services)
+        }
+        argv, env = supervisor_argv(column, base, runs, grace_ms=grace_ms, ready_fd=ready_fd)
+        ns = Namespace(argv, env, base / "init.log")
+        try:
+            ns.start()
+            try:
+                lines = fifo.take(services, 60 + services / 10)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}; init said: {ns.log_tail()}") from None
+            yield ns, fifo, lines
+        finally:
+            ns.close(grace=5)
+            fifo.close()
 
 
 def init_argv(column: str, cmd: Sequence[str]) -> list[str]:
@@ -542,13 +595,14 @@ class Samples:
             self.errors[column] = why
         return column in self.errors
 
-    def measure(self, column: str, fn: Callable[[], dict[str, float]]) -> None:
+    def measure(self, column: str, fn: Callable[[], dict[str, float | list[float]]]) -> None:
         """Run one measurement of `column`; record each metric it returns, or the failure."""
         if self.skip(column):
             return
         try:
             for metric, value in fn().items():
-                self.data[(metric, column)].append(value)
+                values = value if isinstance(value, list) else [value]
+                self.data[(metric, column)].extend(values)
         except Exception as exc:  # a failing supervisor must not stop the suite
             self.errors[column] = f"{type(exc).__name__}: {exc}"
             print(f"[bench] {column} failed: {self.errors[column]}", file=sys.stderr)
@@ -612,6 +666,8 @@ def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
     digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    if float(value).is_integer():
+        digits = 0
     return f"{value:,.{digits}f} {unit}".strip()
 
 

@@ -14,18 +14,7 @@ import os
 import signal
 import time
 
-from bench.common import (
-    Fifo,
-    Namespace,
-    Row,
-    Samples,
-    main_for,
-    now_ms,
-    reps,
-    run_script,
-    scratch,
-    supervisor_argv,
-)
+from bench.common import Row, Samples, main_for, now_ms, reps, running
 
 SUPERVISORS = ["overlayd", "s6", "supervisord"]
 SERVICES = 50
@@ -34,29 +23,16 @@ GRACE_MS = 1000
 
 def once(column: str, stubborn: bool) -> dict[str, float]:
     """Boot 50 services, wait for all of them, SIGTERM PID 1: ms until the namespace is empty."""
-    with scratch() as base:
-        fifo = Fifo(base / "events")
-        runs = {f"svc{i:02d}": run_script(fifo.path) for i in range(SERVICES)}
-        if stubborn:
-            runs["svc00"] = run_script(fifo.path, ignore_term=True)
-        argv, env = supervisor_argv(column, base, runs, grace_ms=GRACE_MS if stubborn else None)
-        ns = Namespace(argv, env, base / "init.log")
-        try:
-            ns.start()
-            fifo.take(SERVICES, 60)
-            time.sleep(0.3)  # let the supervisors settle after the last start
-            pid1 = ns.init_pid  # looked up before the clock starts
-            t0 = now_ms()
-            os.kill(pid1, signal.SIGTERM)
-            t1 = ns.wait(30)
-            if t1 is None:
-                raise TimeoutError("still running 30 s after SIGTERM")
-            return {"stop": t1 - t0}
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}; init said: {ns.log_tail()}") from None
-        finally:
-            ns.close(grace=2)
-            fifo.close()
+    grace = GRACE_MS if stubborn else None
+    with running(column, SERVICES, grace_ms=grace, stubborn=int(stubborn)) as (ns, _, _):
+        time.sleep(0.3)  # let the supervisors settle after the last start
+        pid1 = ns.init_pid  # looked up before the clock starts
+        t0 = now_ms()
+        os.kill(pid1, signal.SIGTERM)
+        t1 = ns.wait(30)
+        if t1 is None:
+            raise TimeoutError(f"still running 30 s after SIGTERM; init said: {ns.log_tail()}")
+        return {"stop": t1 - t0}
 
 
 def run() -> list[Row]:
