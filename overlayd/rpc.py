@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import select
 import socket
 import stat
 import struct
@@ -167,6 +168,17 @@ def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     pid, uid, gid = _PEERCRED.unpack(raw)
     return pid, uid, gid
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Has the peer closed its end entirely (not just shut down writing)?
+
+    A Unix stream socket reports POLLHUP only once both directions are shut, which a peer's
+    close() does and its shutdown(SHUT_WR) does not.
+    """
+    poller = select.poll()
+    poller.register(sock.fileno(), 0)  # POLLHUP and POLLERR are always reported
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 def _refuse(sock: socket.socket, exc: ProtocolError) -> None:
@@ -357,9 +369,9 @@ class Connection:
 
     # --- idle timeout --------------------------------------------------------------------
     def _exempt(self) -> bool:
-        if self._doomed:
+        if self._doomed or self._eof:
             return False
-        return self.pending > 0 or (self.subscribed and not self._eof)
+        return self.pending > 0 or self.subscribed
 
     def _arm(self) -> None:
         if self._timer is None and not self._closed:
@@ -368,7 +380,15 @@ class Connection:
 
     def _on_idle(self) -> None:
         self._timer = None
-        if self._closed or self._exempt():
+        if self._closed:
+            return
+        if self._eof and self.pending and not _hung_up(self.sock):
+            # Half-closed while a wait is in flight: a legitimate `send; shutdown(WR); read`
+            # client. Nothing tells us when it goes away, so look again one timeout later.
+            self._touch()
+            self._arm()
+            return
+        if self._exempt():
             return  # re-armed when the exemption ends (a subscriber never idles out)
         if self._last_active + self.server.idle_timeout - self.loop.time() > 0.001:
             self._arm()  # there was activity since this timer was set
@@ -414,11 +434,12 @@ class Connection:
 
     def _on_eof(self) -> None:
         self._eof = True
-        self._stop_reading()
-        if self.subscribed:
-            self.close()
-        else:
-            self._maybe_finish()
+        self._stop_reading()  # an EOF stays readable: keep listening and we would spin
+        if self.subscribed or _hung_up(self.sock):
+            self.close()  # gone for good: nothing it asked for can reach it
+            return
+        self._maybe_finish()
+        self._arm()
 
     def _fail(self, exc: ProtocolError, msgid: int | None) -> None:
         """A broken stream: say why if we can, then close once that is sent."""
