@@ -296,6 +296,12 @@ class Namespace:
                 time.sleep(0.001)
         return self._init
 
+    @property
+    def home(self) -> Path:
+        """The scratch directory of this run: where its log, trees and sockets live."""
+        assert self.log is not None
+        return self.log.parent
+
     def running(self) -> bool:
         """True until unshare has exited (which is when the namespace is empty)."""
         return self.proc is not None and self.proc.poll() is None
