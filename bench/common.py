@@ -228,15 +228,18 @@ def wakeups(pid: int) -> int:
     return total
 
 
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in kB from /proc/PID/smaps_rollup."""
-    rss = pss = 0
+def memory_kb(pid: int) -> dict[str, int]:
+    """RSS, PSS and USS (private clean + dirty) in kB, from /proc/PID/smaps_rollup."""
+    fields: dict[str, int] = defaultdict(int)
     for line in (_read(f"/proc/{pid}/smaps_rollup") or "").splitlines():
-        if line.startswith("Rss:"):
-            rss = int(line.split()[1])
-        elif line.startswith("Pss:"):
-            pss = int(line.split()[1])
-    return rss, pss
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+            fields[key] = int(rest.split()[0])
+    return {
+        "rss": fields["Rss"],
+        "pss": fields["Pss"],
+        "uss": fields["Private_Clean"] + fields["Private_Dirty"],
+    }
 
 
 def ns_pid(pid: int) -> int | None:
@@ -664,7 +667,8 @@ class Row:
             return "n/a"
         if theirs == 0:
             return f"1.00x {self.ref}" if mine == 0 else f"n/a ({self.ref} = 0)"
-        return f"{mine / theirs:.2f}x {self.ref}"
+        r = mine / theirs
+        return f"{r:.2f}x {self.ref}" if abs(r) >= 0.1 else f"{r:.2g}x {self.ref}"
 
 
 def fmt(value: float | None, unit: str) -> str:

@@ -1,14 +1,15 @@
 """Figure 3, memory: RSS and PSS of the supervision tree at 1, 10, 50 and 200 services.
 
 Recipe: boot N services that `exec sleep 1d`, wait until every one has reported, let the
-tree settle for a second, then sum Rss and Pss from /proc/PID/smaps_rollup over the
-supervision tree only: PID 1 and its descendants that are not service processes (s6:
-s6-svscan and every s6-supervise; supervisord: its own process; overlayd: its process).
-The increment per service is (PSS at 200 - PSS at 1) / 199.
+tree settle for a second, then sum Rss, Pss and private (USS) from /proc/PID/smaps_rollup
+over the supervision tree only: PID 1 and its descendants that are not service processes
+(s6: s6-svscan and every s6-supervise; supervisord: its own process; overlayd: its process).
+The increment per service is the least-squares slope of the medians over the four sizes.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 from bench.common import QUICK, Row, Samples, main_for, memory_kb, reps, running
@@ -18,15 +19,24 @@ SIZES = [1, 10, 50, 200]
 
 
 def once(column: str, services: int) -> dict[str, float]:
-    """kB of RSS and PSS of the supervision tree over `services` idle services."""
+    """kB of RSS, PSS and USS of the supervision tree over `services` idle services."""
     with running(column, services) as (ns, _, _):
         time.sleep(0.5 if QUICK else 1.0)
         tree = ns.supervision_tree()
-        rss = pss = 0
+        total = {"rss": 0, "pss": 0, "uss": 0}
         for pid in tree:
-            r, p = memory_kb(pid)
-            rss, pss = rss + r, pss + p
-        return {f"rss{services}": rss, f"pss{services}": pss, f"procs{services}": len(tree)}
+            for key, kb in memory_kb(pid).items():
+                total[key] += kb
+        sized = {f"{key}{services}": kb for key, kb in total.items()}
+        return {**sized, f"procs{services}": len(tree)}
+
+
+def per_service(s: Samples, key: str, column: str) -> None:
+    """Record the slope (kB per service) of a memory figure's medians over the sizes."""
+    points = [(n, s.median(f"{key}{n}", column)) for n in SIZES]
+    if all(kb is not None for _, kb in points):
+        xs, ys = [float(n) for n, _ in points], [float(kb or 0) for _, kb in points]
+        s.add(f"{key}-slope", column, statistics.linear_regression(xs, ys).slope)
 
 
 def run() -> list[Row]:
@@ -37,10 +47,12 @@ def run() -> list[Row]:
             for column in SUPERVISORS:
                 s.measure(column, lambda c=column, n=n: once(c, n))
     for column in SUPERVISORS:
-        first, last = s.median("pss1", column), s.median(f"pss{SIZES[-1]}", column)
-        if first is not None and last is not None:
-            s.add("per-service", column, (last - first) / (SIZES[-1] - 1))
-    mb = 1 / 1024
+        per_service(s, "pss", column)
+        per_service(s, "uss", column)
+
+    def mb(kb: float) -> float:
+        return kb / 1024
+
     rows = [
         s.row(
             f"PSS of the supervision tree, {n} service{'s' if n > 1 else ''}",
@@ -49,37 +61,35 @@ def run() -> list[Row]:
             "MB",
             "s6",
             "s6 7.3 MB; overlayd below s6" if n == 50 else "",
-            lambda kb: kb * mb,
+            mb,
         )
         for n in SIZES
     ]
-    rows.append(
+    rows += [
+        s.row("RSS of the supervision tree, 50 services", "rss50", SUPERVISORS, "MB", "s6", "", mb),
         s.row(
-            "RSS of the supervision tree, 50 services",
-            "rss50",
-            SUPERVISORS,
-            "MB",
-            "s6",
-            "",
-            lambda kb: kb * mb,
-        )
-    )
-    rows.append(
-        s.row(
-            f"PSS per added service (1 → {SIZES[-1]})",
-            "per-service",
+            "PSS per added service (slope, 1 to 200)",
+            "pss-slope",
             SUPERVISORS,
             "KB",
             "s6",
             "overlayd ≤ 15 KB",
-        )
-    )
+        ),
+        s.row(
+            "Private memory (USS) per added service (slope, 1 to 200)",
+            "uss-slope",
+            SUPERVISORS,
+            "KB",
+            "s6",
+        ),
+    ]
     procs = {c: s.median("procs50", c) for c in SUPERVISORS}
     rows[2].notes.insert(
         0,
         "supervision processes at 50 services: "
         + ", ".join(f"{c} {v:.0f}" for c, v in procs.items() if v is not None)
-        + "; PSS shares library pages with every process mapping them, host-wide",
+        + "; PSS splits each shared page among every process mapping it, host-wide, so a "
+        "tree's PSS moves a little with whatever else runs (USS does not)",
     )
     return rows
 
