@@ -24,6 +24,7 @@ import select
 import socket
 import stat
 import struct
+from collections import deque
 from typing import TYPE_CHECKING
 
 from protocol import (
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 MAX_CLIENTS = 128
 BACKLOG = 128
 RECV_SIZE = 1 << 16
+#: Requests served per connection per loop turn (fairness between clients, bounded stalls).
+REQUESTS_PER_TURN = 32
 #: Waits in flight on one connection; more are refused with bad_request.
 MAX_PENDING = 64
 #: Connections accepted per readiness event, so a flood cannot monopolise one loop turn.
@@ -359,6 +362,9 @@ class Connection:
         self._doomed = False  # we gave up on it: close once the error is flushed
         self._last_active = self.loop.time()
         self._timer: Timer | None = None
+        self._inbox: deque[object] = deque()  # decoded, not yet served (at most one recv's)
+        self._scheduled = False  # a _work call is queued on the loop
+        self._reading = True
         self.loop.add_reader(self.fd, self._on_readable)
         self._arm()
 
@@ -382,11 +388,14 @@ class Connection:
         self._timer = None
         if self._closed:
             return
-        if self._eof and self.pending and not _hung_up(self.sock):
+        if self._eof and self.pending and not self._doomed:
             # Half-closed while a wait is in flight: a legitimate `send; shutdown(WR); read`
             # client. Nothing tells us when it goes away, so look again one timeout later.
-            self._touch()
-            self._arm()
+            if _hung_up(self.sock):
+                self.close()
+            else:
+                self._touch()
+                self._arm()
             return
         if self._exempt():
             return  # re-armed when the exemption ends (a subscriber never idles out)
@@ -416,21 +425,47 @@ class Connection:
         except ProtocolError as exc:
             self._fail(exc, None)
             return
-        for obj in messages:
-            if self._closed or self._doomed:
-                return
+        if messages:
+            self._inbox.extend(messages)
+            self._work()
+
+    def _work(self) -> None:
+        """Serve up to REQUESTS_PER_TURN queued messages; the rest on later loop turns.
+
+        One recv can hold thousands of pipelined requests; serving them all at once would let
+        one client stall PID 1 and every other client. While a backlog remains the socket is
+        not read, so the backlog is bounded by one recv.
+        """
+        self._scheduled = False
+        inbox = self._inbox
+        for _ in range(REQUESTS_PER_TURN):
+            if not inbox or self._closed or self._doomed:
+                break
+            obj = inbox.popleft()
             try:
                 message = parse_message(obj)
             except ProtocolError as exc:
                 self._fail(exc, request_msgid(obj))
-                return
+                break
             if type(message) is Request:
                 self._touch()
                 self.server.dispatch(self, message)
             # A response or notification from a client means nothing here: ignored.
+        if self._closed or self._doomed:
+            inbox.clear()
+        elif inbox:
+            self._stop_reading()
+            if not self._scheduled:
+                self._scheduled = True
+                self.loop.call_soon(self._work)
+        elif not self._reading and not self._eof:
+            self._reading = True
+            self.loop.add_reader(self.fd, self._on_readable)
 
     def _stop_reading(self) -> None:
-        self.loop.remove_reader(self.fd)
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self.fd)
 
     def _on_eof(self) -> None:
         self._eof = True
@@ -549,9 +584,11 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._reading = False
         self.loop.remove_reader(self.fd)
         self.loop.remove_writer(self.fd)
         self._out = bytearray()
+        self._inbox.clear()
         self.server.forget(self)
         try:
             self.sock.close()
