@@ -140,26 +140,42 @@ def _remove_stale(path: str) -> None:
 
 
 def open_listener(path: str, gid: int | None) -> socket.socket:
-    """Bind and listen on ``path``: mode 0600, or 0660 owned by group ``gid``."""
+    """Bind and listen on ``path``: mode 0600, or 0660 owned by group ``gid``.
+
+    The socket is bound under a temporary name and renamed into place once it listens, so a
+    client that sees the path never gets ECONNREFUSED, nor a socket with the wrong mode.
+    """
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     _remove_stale(path)
+    staging = path + "~"
     sock = socket.socket(
         socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
     )
     try:
         sock.setblocking(False)
+        try:
+            os.unlink(staging)
+        except FileNotFoundError:
+            pass
         old_umask = os.umask(0o177)  # born 0600: never briefly open to everyone
         try:
-            sock.bind(path)
+            sock.bind(staging)
         finally:
             os.umask(old_umask)
-        if gid is not None:
-            try:
-                os.chown(path, -1, gid)
-                os.chmod(path, 0o660)
-            except OSError as exc:
-                log.error(f"cannot give {path} to group {gid}: {exc.strerror}; keeping mode 0600")
-        sock.listen(max(BACKLOG, socket.SOMAXCONN))
+        try:
+            if gid is not None:
+                try:
+                    os.chown(staging, -1, gid)
+                    os.chmod(staging, 0o660)
+                except OSError as exc:
+                    log.error(
+                        f"cannot give {path} to group {gid}: {exc.strerror}; keeping mode 0600"
+                    )
+            sock.listen(max(BACKLOG, socket.SOMAXCONN))
+            os.rename(staging, path)
+        except BaseException:
+            os.unlink(staging)
+            raise
     except BaseException:
         sock.close()
         raise
