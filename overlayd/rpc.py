@@ -230,6 +230,7 @@ class ControlServer:
         self._fd = self._sock.fileno()
         self._inode = os.stat(self.path).st_ino
         self._paused: Timer | None = None
+        self._full = False  # refusing clients since the last time there was room
         self.loop.add_reader(self._fd, self._on_acceptable)
         log.debug(f"control socket listening at {self.path}")
 
@@ -269,7 +270,9 @@ class ControlServer:
             sock.close()
             return
         if len(self.clients) >= MAX_CLIENTS:
-            log.warn(f"control socket: {MAX_CLIENTS} clients connected; refusing pid {pid}")
+            if not self._full:  # one line per saturation, not one per refused connection
+                self._full = True
+                log.warn(f"control socket: {MAX_CLIENTS} clients connected; refusing more")
             _refuse(
                 sock,
                 ProtocolError(
@@ -333,6 +336,7 @@ class ControlServer:
         """A connection closed: drop every reference to it."""
         if self.clients.get(conn.fd) is conn:
             del self.clients[conn.fd]
+            self._full = False
         if conn in self.subscribers:
             del self.subscribers[conn]
             if not self.subscribers:
