@@ -464,7 +464,8 @@ def test_python_m_overlayctl_status_imports_nothing_heavy(tmp_path: Path) -> Non
     assert "overlayctl.fast" in imported
     assert not {m for m in imported if m.split(".")[0] in HEAVY_MODULES}
     messages = [line for line in proc.stderr.splitlines() if line.startswith("overlayctl:")]
-    assert messages == [f"overlayctl: cannot reach overlayd at {sock}: No such file or directory"]
+    assert len(messages) == 1
+    assert messages[0].startswith(f"overlayctl: cannot reach overlayd at {sock}: ")
 
 
 def test_typer_path_unreachable_has_the_same_message(tmp_path: Path) -> None:
