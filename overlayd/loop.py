@@ -111,7 +111,7 @@ class Loop:
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
-        self._running = False
+        self._stopped = False
         self.add_reader(self._wakeup_r, self._drain_signals)
         # Installed now, not in run(): a child may exit before the loop first waits.
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
@@ -206,12 +206,12 @@ class Loop:
             log.exception("event handler failed; carrying on")
 
     def stop(self) -> None:
-        self._running = False
+        """Make run() return after the current turn (or at once, if called before run())."""
+        self._stopped = True
 
     def run(self) -> None:
         """Serve events until stop()."""
-        self._running = True
-        while self._running:
+        while not self._stopped:
             self._run_once()
 
     def _next_timeout(self) -> float | None:

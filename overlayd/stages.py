@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import TYPE_CHECKING
 
 from . import contenv, fixattrs, log, scripts, spawn
 from .config import Config
@@ -15,6 +16,9 @@ from .loop import TIMED_OUT, Future, Loop, Task, first_of
 from .reaper import ExitStatus, Reaper
 from .service import READY, UP, Runtime, Service
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from .rpc import ControlServer
 
 TERMINATING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 FORWARDED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
@@ -49,7 +53,7 @@ class Container:
         self.stage2_failure_code: int | None = None
         self.exit_code = 0
         self.started_at = self.loop.time()
-        self.server: object | None = None
+        self.server: ControlServer | None = None
 
     # --- stage 1 ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -80,10 +84,8 @@ class Container:
         self._open_control_socket()
 
     def _open_control_socket(self) -> None:
-        try:
-            from .rpc import ControlServer
-        except ImportError:  # the control plane is optional at this layer
-            return
+        from .rpc import ControlServer
+
         try:
             self.server = ControlServer(self)
         except OSError as exc:
@@ -254,6 +256,8 @@ class Container:
             os.sync()
         self.exit_code = self.decide_exit_code()
         log.info(f"exiting with code {self.exit_code}")
+        if self.server is not None:
+            self.server.close()
         self.loop.stop()
 
     async def _cont_finish(self) -> None:

@@ -157,5 +157,7 @@ class Supervisor:
         if done is True:
             return
         for service in services:
+            if service.pid is not None:
+                log.warn(f"service {service.name} outlived the grace time; sending SIGKILL")
             service.kill_group()
         await self.when(all_settled)
