@@ -1,8 +1,11 @@
 """`python -m bench [FIGURE...]`: run every figure (or those named), print one table, save it.
 
 Installs the missing peers first (apt-get, as root), then runs each figure in turn and
-writes the table with the date, CPU model and package versions to bench/results/latest.md.
-A figure that crashes becomes a row saying so; the others still run.
+writes the table with the date, CPU model and package versions to bench/results/latest.md
+(only when every figure ran).
+A figure that crashes becomes a row saying so; the others still run. BENCH_QUICK=1 runs
+few repetitions (a smoke run of about two minutes); BENCH_OVERLAYD=PATH measures another
+overlayd build. Without a working overlayd its cells read "n/a", with the reason in a note.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ def main(argv: list[str]) -> int:
     took = f"\n_Suite ran in {time.monotonic() - started:.0f} s._\n"
     report = header() + "\n" + table(rows) + took
     print(report, end="")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.md").write_text(report)
+    if names == FIGURES:  # a partial run must not replace the suite's record
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "latest.md").write_text(report)
     return 0
 
 

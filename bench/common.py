@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import platform
 import select
@@ -27,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin" if (REPO / ".venv" / "bin").is_dir() else Path(sys.executable).parent
-OVERLAYD = BIN / "overlayd"
+OVERLAYD = Path(os.environ.get("BENCH_OVERLAYD") or BIN / "overlayd")  # another build to compare
 OVERLAYCTL = BIN / "overlayctl"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,7 +58,7 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(pct / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -98,7 +99,7 @@ def ensure_peers() -> dict[str, str]:
     if _missing is not None:
         return _missing
     absent = [p for p in PEERS.values() if not shutil.which(p.binary)]
-    if absent and IS_ROOT:
+    if absent and IS_ROOT and shutil.which("apt-get"):
         pkgs = [p.package for p in absent]
         print(f"[bench] installing peers: {' '.join(pkgs)}", file=sys.stderr)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -109,7 +110,7 @@ def ensure_peers() -> dict[str, str]:
     _missing = {}
     for p in PEERS.values():
         if not shutil.which(p.binary):
-            why = "apt-get install failed" if IS_ROOT else "not root, cannot apt-get install"
+            why = "apt-get install failed for" if IS_ROOT else "not root, cannot apt-get install"
             _missing[p.name] = f"{p.binary} not found ({why} {p.package})"
             print(f"[bench] skipping {p.name}: {_missing[p.name]}", file=sys.stderr)
     return _missing
@@ -142,7 +143,7 @@ def overlayd_problem() -> str | None:
         return _overlayd_problem
     _overlayd_checked = True
     if not OVERLAYD.exists():
-        _overlayd_problem = f"{OVERLAYD.relative_to(REPO)} not installed yet"
+        _overlayd_problem = f"{OVERLAYD} not installed yet"
         return _overlayd_problem
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         env = overlay_root(Path(tmp), {})
@@ -722,7 +723,7 @@ def header() -> str:
             f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
             f"- CPU: {cpu_model()}; kernel {platform.release()}; "
             f"Python {platform.python_version()}",
-            f"- overlayd: {overlayd_version()}; peers (Debian): {versions}",
+            f"- overlayd: {overlayd_version()} ({OVERLAYD}); peers (Debian): {versions}",
             f"- mode: {'BENCH_QUICK=1 (smoke run, few repetitions)' if QUICK else 'full'}; "
             "each figure the median of interleaved runs, each in a fresh PID namespace",
             "",
