@@ -236,12 +236,12 @@ def resolve_account(account: Account) -> tuple[int, int]:
         uid = account.user
         try:
             primary_gid = pwd.getpwuid(uid).pw_gid
-        except KeyError:
+        except (KeyError, ValueError):
             primary_gid = account.fallback_gid
     else:
         try:
             entry = pwd.getpwnam(account.user)
-        except KeyError:
+        except (KeyError, ValueError):
             if account.fallback_uid is None:
                 raise FixAttrsError(
                     f"account {account.text!r}: unknown user {account.user!r}"
@@ -257,7 +257,7 @@ def resolve_account(account: Account) -> tuple[int, int]:
         return uid, account.group
     try:
         return uid, grp.getgrnam(account.group).gr_gid
-    except KeyError:
+    except (KeyError, ValueError):
         if account.fallback_gid is None:
             raise FixAttrsError(
                 f"account {account.text!r}: unknown group {account.group!r} and no fallback uid:gid"

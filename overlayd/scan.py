@@ -32,7 +32,7 @@ class ServiceDef(NamedTuple):
 def parse_signal(text: str) -> int:
     """`TERM`, `SIGTERM`, `sigterm` or `15` → 15; ValueError otherwise."""
     word = text.strip()
-    if word.isdigit():
+    if word.isascii() and word.isdigit():
         number = int(word)
         if number <= 0 or number >= signal.NSIG:
             raise ValueError(f"signal number {number} out of range")
@@ -58,7 +58,7 @@ def _read_ms(directory: str, filename: str, default: int) -> int:
     value = _read_word(os.path.join(directory, filename))
     if value is None or value == "":
         return default
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ValueError(f"{filename} holds {value!r}, not a whole number of milliseconds")
     return int(value)
 
@@ -79,8 +79,8 @@ def read_service(name: str, directory: str, *, is_logger: bool = False) -> Servi
             raise ValueError(f"run {what}")
         fd_text = _read_word(os.path.join(directory, "notification-fd"))
         if fd_text is not None:
-            if not fd_text.isdigit() or int(fd_text) < 3:
-                raise ValueError(f"notification-fd holds {fd_text!r}, not a number >= 3")
+            if not (fd_text.isascii() and fd_text.isdigit()) or not 3 <= int(fd_text) < 1024:
+                raise ValueError(f"notification-fd holds {fd_text!r}, not a number from 3 to 1023")
             notification_fd = int(fd_text)
         signal_text = _read_word(os.path.join(directory, "down-signal"))
         if signal_text:

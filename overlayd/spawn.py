@@ -117,6 +117,9 @@ def spawn(
                 argv, env, cwd, new_session, new_group, foreground_tty,
                 stdin, stdout, stderr, extra_fds or {},
             )
+        except BaseException as exc:  # never let the child fall back into overlayd's code
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log.error(f"cannot start {argv[0]!r}: {detail}")
         finally:
             os._exit(code)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

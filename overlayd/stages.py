@@ -59,7 +59,8 @@ class Container:
     def run(self) -> int:
         """Boot, serve until shutdown completes, and return the container's exit code."""
         self._stage1()
-        Task(self._stage2(), "stage 2")
+        boot = Task(self._stage2(), "stage 2")
+        boot.finished.add_done_callback(self._boot_ended)
         self.loop.run()
         return self.exit_code
 
@@ -98,13 +99,25 @@ class Container:
         self.supervisor.changed(service)
 
     # --- stage 2 ---------------------------------------------------------------------------
-    async def _stage2(self) -> None:
+    def _boot_ended(self, finished: Future) -> None:
+        """Stage 2 returns True once the CMD ran or there is none; anything else was a bug."""
+        if finished.result is not True and not self.stopping:
+            log.error("stage 2 ended unexpectedly; stopping the container")
+            self.stage2_failure_code = 1
+            self.request_shutdown(reason="stage 2 crashed")
+
+    async def _stage2(self) -> bool:
         cfg = self.cfg
         failures: list[tuple[str, int]] = []
         fix_dir = cfg.etc("fix-attrs.d")
         if os.path.isdir(fix_dir):
             log.info("fix-attrs.d: applying ownership and permissions")
-            if not fixattrs.run_fixattrs(fix_dir, cfg.fix_attrs_hidden, log.info):
+            try:
+                fixed = fixattrs.run_fixattrs(fix_dir, cfg.fix_attrs_hidden, log.info)
+            except Exception:
+                log.exception("fix-attrs.d failed")
+                fixed = False
+            if not fixed:
                 failures.append(("fix-attrs.d", 1))
         for path in scripts.list_scripts(cfg.etc("cont-init.d")):
             name = "cont-init.d/" + os.path.basename(path)
@@ -113,16 +126,17 @@ class Container:
                 self.loop, self.reaper, self.child_env(), path, abandon=self.skip_to_kill
             )
             if self.stopping:
-                return
+                return False
             code = 126 if status is None else status.shell_code()
             log.info(f"{name}: {'exit code 126' if status is None else status.describe()}")
             if code != 0:
                 failures.append((name, code))
         if await self._start_services(failures) is False or self.stopping:
-            return
+            return False
         if failures and not self._stage2_failed(failures):
-            return
+            return False
         await self._run_cmd()
+        return True
 
     async def _start_services(self, failures: list[tuple[str, int]]) -> bool:
         services = self.supervisor.load()

@@ -33,7 +33,11 @@ def test_boot_runs_fixattrs_then_cont_init_in_byte_order_then_services_then_cmd(
             f"echo init:{name} >> {order}; "
             f"[ $(stat -c %a {target}) = 750 ] || echo fixattrs-not-applied >> {order}",
         )
-    tree.service("svc", f"echo svc >> {order}; echo svc-up; exec sleep 100")
+    tree.service(
+        "svc",
+        f"echo svc >> {order}; echo >&3; exec sleep 100",
+        files={"notification-fd": "3\n"},
+    )
     booted = boot("sh", "-c", f"echo cmd >> {order}", env={"S6_CMD_WAIT_FOR_SERVICES": "1"})
     assert booted.wait() == 0, booted.output
     assert order_of(order) == [
