@@ -123,6 +123,7 @@ class Booted:
             "S6_SERVICES_GRACETIME": "3000",
         }
         environment.update(env or {})
+        self.socket = Path(environment.get("OVERLAY_SOCKET") or tree.socket)
         prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []
         self.argv = [*prefix, PYTHON, "-m", "overlayd", *cmd]
         self.pid1 = pid1
@@ -216,8 +217,8 @@ class Booted:
     def client(self, timeout: float = 10.0):
         from overlayctl.client import Client
 
-        wait_until(self.tree.socket.exists, 10, "the control socket")
-        return Client(str(self.tree.socket), timeout=timeout)
+        wait_until(self.socket.exists, 10, "the control socket")
+        return Client(str(self.socket), timeout=timeout)
 
     def ctl(self, *args: str, timeout: float = DEADLINE, user: str | None = None):
         """Run the overlayctl CLI against this overlayd; returns CompletedProcess."""
@@ -225,11 +226,11 @@ class Booted:
         if user is not None:
             prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
         return subprocess.run(
-            [*prefix, PYTHON, "-m", "overlayctl", "--socket", str(self.tree.socket), *args],
+            [*prefix, PYTHON, "-m", "overlayctl", "--socket", str(self.socket), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, "OVERLAY_SOCKET": str(self.tree.socket)},
+            env={**os.environ, "OVERLAY_SOCKET": str(self.socket)},
         )
 
     # --- lifetime --------------------------------------------------------------------------
