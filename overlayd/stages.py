@@ -82,6 +82,11 @@ class Container:
         for signum in FORWARDED:
             self.loop.add_signal_handler(signum, self._on_forwarded)
         self.loop.add_signal_handler(signal.SIGCHLD, lambda _s: self.reaper.reap())
+        # A parent may have started us with these blocked; we must still hear them (children
+        # get the original mask back in spawn).
+        signal.pthread_sigmask(
+            signal.SIG_UNBLOCK, {*TERMINATING, *FORWARDED, signal.SIGCHLD}
+        )
         self._open_control_socket()
 
     def _open_control_socket(self) -> None:

@@ -1,0 +1,140 @@
+"""Signals: what overlayd does with each, and what its children start with."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.conftest import needs_root
+from tests.harness import Tree, proc_status
+
+pytestmark = needs_root
+
+SHOW_SIGNALS = "grep -E '^Sig(Blk|Ign):' /proc/self/status"
+
+
+def sigset(hexmask: str) -> set[int]:
+    value = int(hexmask, 16)
+    return {n + 1 for n in range(64) if value >> n & 1}
+
+
+def shown(booted, who: str) -> dict[str, set[int]]:
+    blk = booted.wait_for(rf"^{who}SigBlk:\s+([0-9a-f]+)$").group(1)
+    ign = booted.wait_for(rf"^{who}SigIgn:\s+([0-9a-f]+)$").group(1)
+    return {"blocked": sigset(blk), "ignored": sigset(ign)}
+
+
+def test_children_start_with_default_dispositions_and_empty_mask(boot, tree: Tree) -> None:
+    """Python ignores SIGPIPE and overlayd ignores SIGTTIN/SIGTTOU; no child may inherit that."""
+    tree.script("cont-init.d", "10-show", f"{SHOW_SIGNALS} | sed 's/^/init/'")
+    tree.service("svc", f"{SHOW_SIGNALS} | sed 's/^/svc/'; exec sleep 100")
+    booted = boot(
+        "sh", "-c", f"{SHOW_SIGNALS} | sed 's/^/cmd/'", env={"S6_CMD_WAIT_FOR_SERVICES": "1"}
+    )
+    assert booted.wait() == 0, booted.output
+    for who in ("init", "svc", "cmd"):
+        seen = shown(booted, who)
+        assert seen["blocked"] == set(), who
+        assert signal.SIGPIPE not in seen["ignored"], who
+        assert seen["ignored"] == set(), who
+
+
+def test_signal_ignored_by_overlayds_parent_stays_ignored_in_the_cmd(boot) -> None:
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    booted = boot("sh", "-c", f"{SHOW_SIGNALS} | sed 's/^/cmd/'", preexec=ignore_sigint)
+    assert booted.wait() == 0, booted.output
+    seen = shown(booted, "cmd")
+    assert seen["ignored"] == {signal.SIGINT}
+    assert seen["blocked"] == set()
+
+
+def test_mask_given_to_overlayd_is_given_to_children_but_overlayd_still_hears_sigterm(
+    boot, tree: Tree
+) -> None:
+    def block_usr2_and_term() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGTERM})
+
+    tree.service("svc", f"{SHOW_SIGNALS} | sed 's/^/svc/'; exec sleep 100")
+    booted = boot(preexec=block_usr2_and_term)
+    seen = shown(booted, "svc")
+    assert seen["blocked"] == {signal.SIGUSR2, signal.SIGTERM}
+    booted.kill(signal.SIGTERM)  # overlayd unblocked it for itself
+    booted.wait_for("shutting down: received SIGTERM")
+    assert booted.wait() == 0
+
+
+@pytest.mark.parametrize("name", ["HUP", "USR1", "USR2", "WINCH"])
+def test_signal_is_forwarded_to_the_cmds_process_group(boot, name: str) -> None:
+    child = f"trap 'echo child-got-{name}' {name}; echo child-up; while :; do sleep 0.05; done"
+    cmd = (
+        f"sh -c \"{child}\" & trap 'echo cmd-got-{name}' {name}; echo cmd-up; "
+        "while :; do sleep 0.05; done"
+    )
+    booted = boot("sh", "-c", cmd)
+    booted.wait_for("^cmd-up$")
+    booted.wait_for("^child-up$")
+    booted.kill(signal.Signals["SIG" + name])
+    booted.wait_for(f"^cmd-got-{name}$")
+    booted.wait_for(f"^child-got-{name}$")
+    assert booted.count("shutting down") == 0
+    booted.kill(signal.SIGTERM)
+    booted.wait()
+
+
+@pytest.mark.parametrize("name", ["TERM", "INT", "QUIT"])
+def test_term_int_quit_start_the_shutdown(boot, tree: Tree, name: str) -> None:
+    tree.service("svc", "echo svc-up; exec sleep 100")
+    booted = boot()
+    booted.wait_for("^svc-up$")
+    booted.kill(signal.Signals["SIG" + name])
+    assert booted.wait() == 0, booted.output
+    booted.wait_for(f"shutting down: received SIG{name}")
+
+
+def test_cmd_receive_signals_passes_term_to_the_cmd_which_decides(boot) -> None:
+    cmd = "trap 'echo cmd-got-TERM; exit 7' TERM; echo cmd-up; while :; do sleep 0.05; done"
+    booted = boot("sh", "-c", cmd, env={"S6_CMD_RECEIVE_SIGNALS": "1"})
+    booted.wait_for("^cmd-up$")
+    booted.kill(signal.SIGTERM)
+    assert booted.wait() == 7, booted.output
+    booted.wait_for("received SIGTERM: passing it to the CMD")
+    booted.wait_for("shutting down: the CMD exited")
+    assert booted.count("shutting down: received") == 0
+
+
+def test_hup_without_cmd_rescans_services(boot, tree: Tree) -> None:
+    tree.service("first", "echo first-up; exec sleep 100")
+    tree.service(
+        "doomed",
+        "trap 'echo doomed-stopped; exit 0' TERM; echo doomed-up; while :; do sleep 0.05; done",
+    )
+    booted = boot()
+    booted.wait_for("^first-up$")
+    booted.wait_for("^doomed-up$")
+    tree.service("second", "echo second-up; exec sleep 100")
+    for leftover in (tree.etc / "services.d" / "doomed").iterdir():
+        leftover.unlink()
+    (tree.etc / "services.d" / "doomed").rmdir()
+    booted.kill(signal.SIGHUP)
+    booted.wait_for("^second-up$")
+    booted.wait_for("^doomed-stopped$")
+    assert booted.count("^first-up$") == 1
+    assert booted.count("shutting down") == 0
+    booted.kill(signal.SIGTERM)
+    assert booted.wait() == 0
+
+
+def test_overlayd_itself_ignores_ttin_ttou_and_handles_what_it_honours(boot, tree: Tree) -> None:
+    tree.service("svc", "echo svc-up; exec sleep 100")
+    booted = boot()
+    booted.wait_for("^svc-up$")
+    status = proc_status(booted.init_pid)
+    assert sigset(status["SigIgn"]) >= {signal.SIGTTIN, signal.SIGTTOU}
+    caught = sigset(status["SigCgt"])
+    for honoured in ("TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "WINCH", "CHLD"):
+        assert signal.Signals["SIG" + honoured] in caught, honoured
+    booted.kill(signal.SIGTERM)
+    assert booted.wait() == 0
