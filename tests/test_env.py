@@ -1,0 +1,95 @@
+"""The container environment: saved at boot, secret-safe, read fresh by every process."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+from pathlib import Path
+
+from tests.conftest import needs_root
+from tests.harness import PYTHON, Tree
+
+pytestmark = needs_root
+
+WITH_CONTENV = str(Path(PYTHON).with_name("with-contenv"))
+
+
+def test_saved_directory_is_0700_and_files_0600_with_exact_values(boot, tree: Tree) -> None:
+    env_dir = tree.run_dir / "container_environment"
+    cmd = (
+        f'echo "dir $(stat -c %a {env_dir})"; echo "file $(stat -c %a {env_dir}/SECRET)"; '
+        f'echo "value $(cat {env_dir}/SECRET)"'
+    )
+    booted = boot("sh", "-c", cmd, env={"SECRET": "hunter2 with spaces", "EMPTY": ""})
+    assert booted.wait() == 0, booted.output
+    booted.wait_for("^dir 700$")
+    booted.wait_for("^file 600$")
+    booted.wait_for("^value hunter2 with spaces$")
+    assert (env_dir / "SECRET").read_bytes() == b"hunter2 with spaces"
+    assert (env_dir / "EMPTY").read_bytes() == b""
+    assert stat.S_IMODE((env_dir / "EMPTY").stat().st_mode) == 0o600
+
+
+def test_variable_written_by_cont_init_reaches_later_services_and_cmd(boot, tree: Tree) -> None:
+    env_dir = tree.run_dir / "container_environment"
+    tree.script("cont-init.d", "10-set", f"echo from-init > {env_dir}/FROM_INIT")
+    tree.script("cont-init.d", "20-change", f"printf changed > {env_dir}/GREETING")
+    tree.service("svc", 'echo "svc sees $FROM_INIT $GREETING"; exec sleep 100')
+    booted = boot(
+        "sh",
+        "-c",
+        'echo "cmd sees $FROM_INIT $GREETING empty=[${EMPTY-unset}]"',
+        env={"GREETING": "hello", "EMPTY": "", "S6_CMD_WAIT_FOR_SERVICES": "1"},
+    )
+    assert booted.wait() == 0, booted.output
+    booted.wait_for("^svc sees from-init changed$")
+    booted.wait_for(r"^cmd sees from-init changed empty=\[\]$")
+
+
+def test_keep_env_gives_children_overlayds_own_environment(boot, tree: Tree) -> None:
+    env_dir = tree.run_dir / "container_environment"
+    tree.script("cont-init.d", "10-set", f"echo from-init > {env_dir}/FROM_INIT")
+    booted = boot("sh", "-c", 'echo "cmd sees [${FROM_INIT-unset}]"', env={"S6_KEEP_ENV": "1"})
+    assert booted.wait() == 0, booted.output
+    booted.wait_for(r"^cmd sees \[unset\]$")
+
+
+def test_with_contenv_runs_a_program_with_the_saved_environment(tree: Tree) -> None:
+    env_dir = tree.run_dir / "container_environment"
+    env_dir.mkdir(parents=True)
+    (env_dir / "PATH").write_text("/usr/bin:/bin")
+    (env_dir / "FOO").write_text("bar\n")
+    result = subprocess.run(
+        ["env", "-i", f"OVERLAY_RUN_DIR={tree.run_dir}", WITH_CONTENV, "sh", "-c", 'echo "[$FOO]"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout == "[bar]\n"
+
+
+def test_with_contenv_as_a_shebang(tree: Tree) -> None:
+    env_dir = tree.run_dir / "container_environment"
+    env_dir.mkdir(parents=True)
+    (env_dir / "PATH").write_text(f"{Path(WITH_CONTENV).parent}:/usr/bin:/bin")
+    (env_dir / "FOO").write_text("from-shebang")
+    script = tree.base / "script"
+    script.write_text(f'#!{WITH_CONTENV} sh\necho "[$FOO]"\n')
+    script.chmod(0o755)
+    result = subprocess.run(
+        ["env", "-i", f"OVERLAY_RUN_DIR={tree.run_dir}", str(script)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout == "[from-shebang]\n"
+
+
+def test_with_contenv_program_not_found_exits_127(tree: Tree) -> None:
+    result = subprocess.run(
+        ["env", "-i", f"OVERLAY_RUN_DIR={tree.run_dir}", WITH_CONTENV, "no-such-prog"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 127
+    assert "no-such-prog" in result.stderr
