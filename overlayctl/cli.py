@@ -134,7 +134,7 @@ def signal_(
     socket: SocketOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Send a signal to services' process groups.
+    """Send a signal to services' main processes (the process `run` became).
 
     SIG is a name (HUP, SIGHUP, sighup) or a number.
     """
