@@ -13,7 +13,9 @@ One connection per ``Client``, opened on the first call (which first checks the 
 protocol with ``hello``) and reused until ``close()``. Every failure is a ``ClientError``:
 ``ConnectError`` (overlayd unreachable, gone, or silent past the timeout), ``RemoteError``
 (overlayd answered with an error; ``.code`` is one of ``protocol.ERROR_CODES``) or
-``ProtocolMismatch`` (overlayd is too old for this client). A ``Client`` is not thread-safe.
+``ProtocolMismatch`` (overlayd is too old for this client). ``Refused`` is both a
+``RemoteError`` and a ``ConnectError``: overlayd said why, then hung up (too many clients).
+A ``Client`` is not thread-safe.
 
 Only the standard library's ``os``, ``_socket`` and ``time`` plus ``msgpack`` are imported, so
 a health check starts fast.
@@ -29,6 +31,7 @@ import time
 from collections import deque
 
 from protocol import (
+    INTERNAL,
     PROTOCOL_VERSION,
     STATE_NOTIFICATION,
     Notification,
@@ -48,6 +51,9 @@ DEFAULT_SOCKET = "/run/overlay/control.sock"
 WAIT_MARGIN = 5.0
 #: Notifications kept while nobody reads them; the oldest are dropped beyond this.
 MAX_QUEUED_NOTIFICATIONS = 10_000
+#: The notification overlayd sends, just before it hangs up, to a connection it will not
+#: serve: ``[2, "error", [{code, message, data}]]`` (too many clients, a broken stream).
+ERROR_NOTIFICATION = "error"
 _RECV_SIZE = 1 << 16
 _MSGID_MASK = (1 << 32) - 1
 
@@ -81,6 +87,23 @@ class RemoteError(ClientError):
 
     def __init__(self, code: str, message: str, data: object = None) -> None:
         super().__init__(message or code)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class Refused(RemoteError, ConnectError):
+    """overlayd told this connection why it will not serve it, then hung up.
+
+    A ``RemoteError`` (``code``, ``message``, ``data`` as overlayd sent them) and also a
+    ``ConnectError`` (``path``, ``reason``): the connection is gone, and a caller that only
+    asks "could I reach overlayd?" still gets its answer.
+    """
+
+    def __init__(self, path: str, code: str, message: str, data: object = None) -> None:
+        ClientError.__init__(self, message or code)
+        self.path = path
+        self.reason = message or code
         self.code = code
         self.message = message
         self.data = data
@@ -129,6 +152,8 @@ class Client:
         self._decoder = Decoder()
         self._msgid = 0
         self._notifications: deque[Notification] = deque(maxlen=MAX_QUEUED_NOTIFICATIONS)
+        #: The ``error`` notification of the current connection, if overlayd sent one.
+        self._refusal: Refused | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -143,6 +168,7 @@ class Client:
         sock, self._sock = self._sock, None
         self.server_info = None
         self._notifications.clear()
+        self._refusal = None
         if sock is not None:
             sock.close()
 
@@ -180,10 +206,41 @@ class Client:
         self.server_info = info
         return info
 
-    def _fail(self, reason: str) -> ConnectError:
-        """Drop the connection (its state is unknown now) and describe why."""
+    def _fail(self, reason: str, hung_up: bool = True) -> ConnectError:
+        """Drop the connection (its state is unknown now) and describe why.
+
+        When overlayd said why it hung up (an ``error`` notification, perhaps still unread in
+        the socket: it may close before our request even went out), that is the answer.
+        """
+        refusal = self._refusal or (self._unread_refusal() if hung_up else None)
         self.close()
-        return ConnectError(self.socket_path, reason)
+        return refusal or ConnectError(self.socket_path, reason)
+
+    def _unread_refusal(self) -> Refused | None:
+        """Read what the broken connection still holds, without blocking, for a refusal."""
+        sock = self._sock
+        if sock is None:
+            return None
+        try:
+            sock.settimeout(0.0)  # with a timeout, recv would first poll for that long
+            for _ in range(16):  # a refusal is one small frame: never read a flood
+                data = sock.recv(_RECV_SIZE)
+                if not data:
+                    break
+                self._parse(data)
+                if self._refusal is not None:
+                    break
+        except (OSError, ClientError):
+            pass
+        return self._refusal
+
+    def _note_refusal(self, params: list[object]) -> None:
+        error = params[0] if params else None
+        try:
+            wire = ProtocolError.from_wire(error)
+        except ProtocolError:
+            wire = ProtocolError(INTERNAL, "overlayd refused the connection")
+        self._refusal = Refused(self.socket_path, wire.code, wire.message, wire.data)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -199,14 +256,18 @@ class Client:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
             data = sock.recv(_RECV_SIZE)
         except TimeoutError:
-            raise self._fail("timed out waiting for a reply") from None
+            raise self._fail("timed out waiting for a reply", hung_up=False) from None
         except OSError as exc:
             raise self._fail(_reason(exc)) from exc
         if not data:
-            if self._decoder.buffered:
+            if self._decoder.buffered or self._refusal is not None:
                 raise self._fail("connection closed in the middle of a reply")
             self.close()
             return None
+        return self._parse(data)
+
+    def _parse(self, data: bytes) -> list[Response]:
+        """Decode received bytes: queue notifications, note a refusal, return responses."""
         responses: list[Response] = []
         try:
             for obj in self._decoder.feed(data):
@@ -214,7 +275,10 @@ class Client:
                 if type(message) is Response:
                     responses.append(message)
                 elif type(message) is Notification:
-                    self._notifications.append(message)
+                    if message.method == ERROR_NOTIFICATION:
+                        self._note_refusal(message.params)
+                    else:
+                        self._notifications.append(message)
                 # A request from the server has no meaning in this protocol: ignored.
         except ProtocolError as exc:
             self.close()
@@ -235,9 +299,9 @@ class Client:
             sock.settimeout(timeout)
             sock.sendall(frame)
         except TimeoutError:
-            raise self._fail("timed out sending a request") from None
+            raise self._fail("timed out sending a request", hung_up=False) from None
         except OSError as exc:
-            raise self._fail(_reason(exc)) from exc
+            raise self._fail(_reason(exc)) from exc  # EPIPE: maybe refused before we spoke
         while True:
             responses = self._read(deadline)
             if responses is None:

@@ -296,6 +296,72 @@ def test_server_closing_the_connection_is_a_connect_error(
     assert "closed" in str(excinfo.value)
 
 
+TOO_MANY = {
+    "code": "internal",
+    "message": "too many clients: overlayd serves at most 128 at once; try again later",
+    "data": {"limit": 128},
+}
+
+
+def _refuse(conn: socket.socket) -> None:
+    """What overlayd does to a connection it will not serve: say why, then hang up."""
+    conn.sendall(pack_notification("error", [TOO_MANY]))
+    conn.shutdown(socket.SHUT_RDWR)
+
+
+def test_refusal_notification_is_a_remote_error_with_its_message(server: FakeServer) -> None:
+    def hello_refused(conn: socket.socket, msgid: int, params: list[object]) -> object:
+        _refuse(conn)
+        return NO_REPLY
+
+    server.handlers["hello"] = hello_refused
+    with pytest.raises(RemoteError) as excinfo:
+        Client(server.path, timeout=5).status()
+    exc = excinfo.value
+    assert (exc.code, exc.message, exc.data) == (
+        "internal", TOO_MANY["message"], {"limit": 128},
+    )  # fmt: skip
+    assert str(exc) == TOO_MANY["message"]
+    assert "closed the connection" not in str(exc)
+    # Also a ConnectError: "could I reach overlayd?" callers keep their answer.
+    assert isinstance(exc, ConnectError) and exc.path == server.path
+
+
+def test_refusal_sent_before_our_request_is_read_after_the_broken_pipe(
+    server: FakeServer,
+) -> None:
+    served: list[socket.socket] = []
+
+    def status(conn: socket.socket, msgid: int, params: list[object]) -> object:
+        served.append(conn)
+        return [RECORD]
+
+    server.handlers["status"] = status
+    with Client(server.path, timeout=5) as overlay:
+        assert overlay.status() == [RECORD]
+        _refuse(served[0])  # overlayd gives up on us between two calls
+        with pytest.raises(RemoteError) as excinfo:
+            overlay.check()  # the send hits EPIPE; the reason is still in our socket
+        assert excinfo.value.message == TOO_MANY["message"]
+        assert overlay.status() == [RECORD], "the next call connects afresh"
+
+
+def test_overlayctl_prints_the_refusal_and_exits_4(
+    server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from overlayctl import commands
+
+    def hello_refused(conn: socket.socket, msgid: int, params: list[object]) -> object:
+        _refuse(conn)
+        return NO_REPLY
+
+    server.handlers["hello"] = hello_refused
+    assert commands.status(commands.Invocation(socket=server.path)) == 4
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"overlayctl: {TOO_MANY['message']}\n"
+
+
 def test_garbage_from_the_server_is_a_client_error(client: Client, server: FakeServer) -> None:
     def garbage(conn: socket.socket, msgid: int, params: list[object]) -> object:
         conn.sendall(b"\xc1")
