@@ -108,6 +108,7 @@ class Loop:
         self._timers: list[Timer] = []
         self._soon: deque[Callback] = deque()
         self._signal_handlers: dict[int, Callable[[int], None]] = {}
+        self._coalesced: set[int] = set()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
@@ -175,13 +176,25 @@ class Loop:
             return future
         out = Future()
         timer = self.call_later(seconds, lambda: out.set_result(TIMED_OUT))
-        future.add_done_callback(lambda f: (timer.cancel(), out.set_result(f.result)))
+
+        def resolved(inner: Future) -> None:
+            timer.cancel()
+            out.set_result(inner.result)
+
+        future.add_done_callback(resolved)
         return out
 
     # --- signals ---------------------------------------------------------------------------
-    def add_signal_handler(self, signum: int, handler: Callable[[int], None]) -> None:
-        """Route `signum` through the wakeup fd to `handler`, run inside the loop."""
+    def add_signal_handler(
+        self, signum: int, handler: Callable[[int], None], coalesce: bool = False
+    ) -> None:
+        """Route `signum` through the wakeup fd to `handler`, run inside the loop.
+
+        With `coalesce`, several deliveries read in one batch make a single call.
+        """
         self._signal_handlers[signum] = handler
+        if coalesce:
+            self._coalesced.add(signum)
         signal.signal(signum, _note_signal)
 
     def _drain_signals(self) -> None:
@@ -192,10 +205,16 @@ class Loop:
                 return
             if not data:
                 return
+            # A signal's byte is written before it is read here, so one call per kind of
+            # signal covers every byte of a batch (a flood of SIGCHLD costs one reap pass);
+            # repeated TERMs still count twice, as the second one means "skip to the kill".
+            handled: set[int] = set()
             for signum in data:
                 handler = self._signal_handlers.get(signum)
-                if handler is not None:
-                    self._guard(lambda h=handler, s=signum: h(s))
+                if handler is None or (signum in handled and signum in self._coalesced):
+                    continue
+                handled.add(signum)
+                self._guard(lambda h=handler, s=signum: h(s))
 
     # --- running ---------------------------------------------------------------------------
     @staticmethod

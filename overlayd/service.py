@@ -212,17 +212,8 @@ class Service:
         if definition.notification_fd is not None:
             read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             extra[definition.notification_fd] = write_end
-        devnull = spawn.open_devnull() if self.stdin_fd is None else None
         try:
-            pid = spawn.spawn(
-                argv,
-                self.rt.child_env(),
-                cwd=definition.directory,
-                new_session=True,
-                stdin=self.stdin_fd if devnull is None else devnull,
-                stdout=self.stdout_fd,
-                extra_fds=extra,
-            )
+            pid = self._spawn(argv, extra)
         except OSError as exc:
             log.error(f"service {self.name}: cannot fork: {exc.strerror}; retrying in 1 s")
             if read_end is not None:
@@ -231,9 +222,8 @@ class Service:
             self._timer = self.rt.loop.call_later(THROTTLE_SECONDS, self._backoff_over)
             return
         finally:
-            for fd in (write_end, devnull):
-                if fd is not None:
-                    os.close(fd)
+            if write_end is not None:
+                os.close(write_end)
         self.rt.reaper.watch(pid, self._on_exit)
         if self._launches:
             self.restarts += 1
@@ -249,6 +239,24 @@ class Service:
         else:
             self.ready = True
             self._set_state(UP)
+
+    def _spawn(self, argv: list[str], extra_fds: dict[int, int] | None = None) -> int:
+        """`run` or `finish`: own session, cwd the service directory, stdin the logger pipe's
+        read end for a logger and /dev/null otherwise, stdout the log pipe when there is one."""
+        devnull = spawn.open_devnull() if self.stdin_fd is None else None
+        try:
+            return spawn.spawn(
+                argv,
+                self.rt.child_env(),
+                cwd=self.definition.directory,
+                new_session=True,
+                stdin=self.stdin_fd if devnull is None else devnull,
+                stdout=self.stdout_fd,
+                extra_fds=extra_fds,
+            )
+        finally:
+            if devnull is not None:
+                os.close(devnull)
 
     def _on_notification(self) -> None:
         fd = self._notify_fd
@@ -311,14 +319,7 @@ class Service:
         if warning:
             log.warn(warning)
         try:
-            pid = spawn.spawn(
-                argv,
-                self.rt.child_env(),
-                cwd=self.definition.directory,
-                new_session=True,
-                stdin=self.stdin_fd,
-                stdout=self.stdout_fd,
-            )
+            pid = self._spawn(argv)
         except OSError as exc:
             log.error(f"service {self.name}: cannot run finish: {exc.strerror}")
             self._after_finish(None)

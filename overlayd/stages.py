@@ -81,7 +81,7 @@ class Container:
             self.loop.add_signal_handler(signum, self._on_terminate)
         for signum in FORWARDED:
             self.loop.add_signal_handler(signum, self._on_forwarded)
-        self.loop.add_signal_handler(signal.SIGCHLD, lambda _s: self.reaper.reap())
+        self.loop.add_signal_handler(signal.SIGCHLD, lambda _s: self.reaper.reap(), True)
         # A parent may have started us with these blocked; we must still hear them (children
         # get the original mask back in spawn).
         signal.pthread_sigmask(
