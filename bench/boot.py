@@ -8,6 +8,7 @@ and its median is subtracted: what is left is the init's own overhead.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from bench.common import (
@@ -68,20 +69,35 @@ def once(column: str, services: int) -> dict[str, float]:
 
 
 def run() -> list[Row]:
-    """Measure both boots, interleaving every init in each round."""
-    plain, loaded = Samples(), Samples()
-    for _ in range(reps(21, 5)):
-        for column in ["bare", *INITS]:
-            plain.measure(column, lambda c=column: once(c, 0))
-    for _ in range(reps(11, 3)):
-        for column in SUPERVISORS:
-            loaded.measure(column, lambda c=column: once(c, SERVICES))
-    bare = plain.median("cmd", "bare") or 0.0
+    """Measure both boots in rounds: a bare run, then every init in a shuffled order.
 
-    def overhead(ms: float) -> float:
-        return ms - bare
+    Each init's overhead is taken against the bare run of its own round, so a burst of
+    load on the machine shifts both sides of the subtraction alike.
+    """
+    plain, loaded, bare = Samples(), Samples(), Samples()
+    shuffle = random.Random(4).shuffle
 
-    note = f"overhead over a bare `unshare sh -c 'echo >fifo'`, whose median was {bare:.2f} ms"
+    def overhead(column: str, services: int) -> dict[str, float]:
+        if not bare.values("cmd", "bare"):
+            raise RuntimeError(f"no bare baseline: {bare.errors.get('bare')}")
+        base = bare.values("cmd", "bare")[-1]
+        return {tag: ms - base for tag, ms in once(column, services).items()}
+
+    for rounds, sample, columns, services in (
+        (reps(31, 5), plain, INITS, 0),
+        (reps(11, 3), loaded, SUPERVISORS, SERVICES),
+    ):
+        for _ in range(rounds):
+            bare.measure("bare", lambda: once("bare", 0))
+            order = list(columns)
+            shuffle(order)
+            for column in order:
+                sample.measure(column, lambda c=column, n=services: overhead(c, n))
+    base = bare.median("cmd", "bare") or 0.0
+    note = (
+        "overhead: minus the bare `unshare sh -c 'echo >fifo'` run of the same round "
+        f"(bare median {base:.2f} ms)"
+    )
     rows = [
         plain.row(
             "Boot to CMD, 0 services (overhead)",
@@ -90,7 +106,6 @@ def run() -> list[Row]:
             "ms",
             "tini",
             "tini 0.9 ms; overlayd ≤ 25 ms",
-            overhead,
         ),
         loaded.row(
             f"Boot to CMD, {SERVICES} services + 3 cont-init (overhead)",
@@ -99,7 +114,6 @@ def run() -> list[Row]:
             "ms",
             None,
             "",
-            overhead,
         ),
         loaded.row(
             f"First service running, {SERVICES} services + 3 cont-init (overhead)",
@@ -108,7 +122,6 @@ def run() -> list[Row]:
             "ms",
             "s6",
             "s6 6.6 ms; supervisord 1.2 s; overlayd ≤ 30 ms",
-            overhead,
         ),
     ]
     rows[0].notes.insert(0, note)
