@@ -59,13 +59,20 @@ class Future:
         self.result = value
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            callback(self)
+            self._call(callback)
 
     def add_done_callback(self, callback: Callable[[Future], None]) -> None:
         if self.done:
-            callback(self)
+            self._call(callback)
         else:
             self._callbacks.append(callback)
+
+    def _call(self, callback: Callable[[Future], None]) -> None:
+        """One failing waiter must not starve the others (a Task would hang forever)."""
+        try:
+            callback(self)
+        except Exception:
+            log.exception("a future's done-callback failed; carrying on")
 
     def __await__(self) -> Generator[Future, None, Any]:
         if not self.done:

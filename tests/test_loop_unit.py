@@ -321,11 +321,6 @@ def test_signal_handler_that_raises_is_logged_and_other_signals_still_handled(
     assert "[overlayd] error: event handler failed; carrying on" in err
 
 
-@pytest.mark.xfail(
-    reason="Future.set_result stops at the first done-callback that raises: the callbacks "
-    "after it (e.g. a Task awaiting the same Future) never run, and that Task hangs forever",
-    strict=True,
-)
 def test_future_callback_that_raises_does_not_starve_the_others(loop: Loop, capfd) -> None:
     fut = Future()
     reached: list[str] = []
