@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import grp
 import os
+from collections import namedtuple
 from collections.abc import Mapping
-from typing import NamedTuple
 
 EXIT_CONFIG_ERROR = 100
 
@@ -23,28 +23,35 @@ class ConfigError(Exception):
         self.name = name
 
 
-class Config(NamedTuple):
-    """The validated configuration. Times are in milliseconds, as the S6_* variables are."""
+_FIELDS = (
+    "root",
+    "run_dir",
+    "socket_path",
+    "socket_gid",
+    "keep_env",
+    "logging",
+    "behaviour_if_stage2_fails",
+    "cmd_wait_for_services",
+    "cmd_wait_for_services_maxtime",
+    "services_gracetime",
+    "kill_finish_maxtime",
+    "kill_gracetime",
+    "services_readytime",
+    "cmd_arg0",
+    "cmd_receive_signals",
+    "fix_attrs_hidden",
+    "read_only_root",
+    "sync_disks",
+    "verbosity",
+)
 
-    root: str
-    run_dir: str
-    socket_path: str
-    socket_gid: int | None
-    keep_env: bool
-    logging: int
-    behaviour_if_stage2_fails: int
-    cmd_wait_for_services: bool
-    cmd_wait_for_services_maxtime: int
-    services_gracetime: int
-    kill_finish_maxtime: int
-    kill_gracetime: int
-    services_readytime: int
-    cmd_arg0: tuple[str, ...]
-    cmd_receive_signals: bool
-    fix_attrs_hidden: bool
-    read_only_root: bool
-    sync_disks: bool
-    verbosity: int
+
+class Config(namedtuple("ConfigFields", _FIELDS)):
+    """The validated configuration, one field per variable (see load()). Times are in
+    milliseconds, as the S6_* variables are. A collections.namedtuple, because importing
+    typing (for NamedTuple) costs PID 1 several milliseconds at every boot."""
+
+    __slots__ = ()
 
     def etc(self, name: str) -> str:
         """Path of one configuration tree, e.g. etc('services.d')."""

@@ -8,25 +8,29 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import NamedTuple
+from collections import namedtuple
 
 DEFAULT_TIMEOUT_FINISH_MS = 5000
 
 
-class ServiceDef(NamedTuple):
-    """What one service directory says."""
-
-    name: str
-    directory: str
-    run: str
-    finish: str | None
-    normally_up: bool
-    notification_fd: int | None
-    down_signal: int
-    timeout_kill_ms: int
-    timeout_finish_ms: int
-    logger: ServiceDef | None
-    problem: str | None
+ServiceDef = namedtuple(
+    "ServiceDef",
+    (
+        "name",
+        "directory",
+        "run",
+        "finish",
+        "normally_up",
+        "notification_fd",
+        "down_signal",
+        "timeout_kill_ms",
+        "timeout_finish_ms",
+        "logger",
+        "problem",
+    ),
+)
+ServiceDef.__doc__ = """What one service directory says. `finish`, `notification_fd`,
+`logger` (the log/ ServiceDef) and `problem` (what is broken, one line) may be None."""
 
 
 def parse_signal(text: str) -> int:
