@@ -102,6 +102,7 @@ class Service:
         self.is_logger = False
         self._launches = 0
         self._started_at = 0.0
+        self.started: float | None = None  # epoch seconds the running `run` was started
         self._timer: Timer | None = None
         self._notify_fd: int | None = None
         self._finish_pid: int | None = None
@@ -182,6 +183,7 @@ class Service:
             "pid": self.pid,
             "pgid": self.pgid if self.pid is not None else None,
             "since": self.since,
+            "started": self.started if self.pid is not None else None,
             "restarts": self.restarts,
             "last_exit": last,
             "ready": self.ready,
@@ -234,6 +236,7 @@ class Service:
         self.pid = self.pgid = pid
         self.reason = None
         self._started_at = self.rt.loop.time()
+        self.started = time.time()
         if read_end is not None:
             self._notify_fd = read_end
             self.ready = False

@@ -168,7 +168,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("stop", (_NAMES_REQUIRED,), _WRITE, "Want down and stop; names acted on."),
         MethodSpec("restart", (_NAMES_REQUIRED,), _WRITE, "Stop then start; names acted on."),
         MethodSpec("once", (_NAMES_REQUIRED,), _WRITE, "Start, no restart after it exits."),
-        MethodSpec("signal", (_SIG, _NAMES_REQUIRED), _WRITE, "Signal each process group."),
+        MethodSpec(
+            "signal", (_SIG, _NAMES_REQUIRED), _WRITE, "Signal each service's main process."
+        ),
         MethodSpec(
             "wait",
             (_CONDITION, _NAMES_REQUIRED, _TIMEOUT),
