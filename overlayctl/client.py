@@ -348,7 +348,7 @@ class Client:
         return self._call("once", [_name_list(names)], self.timeout)
 
     def signal(self, sig: str | int, names: Iterable[str]) -> list[str]:
-        """Signal each service's process group (``"HUP"``, ``"SIGHUP"`` or a number)."""
+        """Signal each service's main process (``"HUP"``, ``"SIGHUP"`` or a number)."""
         return self._call("signal", [sig, _name_list(names)], self.timeout)
 
     def wait(self, condition: str, names: Iterable[str], timeout: float | None = None) -> bool:

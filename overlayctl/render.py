@@ -34,7 +34,8 @@ EXIT_UNREACHABLE = 3  # cannot reach (or cannot talk to) overlayd; the message n
 EXIT_REFUSED = 4  # overlayd answered with an error: no_such_service, permission_denied, …
 EXIT_INTERRUPTED = 130  # ^C anywhere but `events`, where ^C is the normal way out (exit 0)
 
-# States in which `since` marks the start of the current run, so uptime means something.
+# States in which `since` may stand in for the start of the current run, for an overlayd that
+# does not send `started` (a `ready` service's `since` is when it became ready: close enough).
 RUNNING_STATES = frozenset({"up", "ready"})
 
 STATUS_HEADERS = ("name", "state", "pid", "uptime", "restarts", "last exit", "ready")
@@ -133,13 +134,16 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable
 def status_row(record: Mapping[str, Any], now: float, details: bool = False) -> list[str]:
     """One service record as table cells."""
     state = str(record.get("state", "?"))
-    since = record.get("since")
-    running = state in RUNNING_STATES and since is not None
+    # Uptime is how long the running process has run: from `started`, whatever the state
+    # (starting, stopping too), and not from `since`, which moves when it becomes ready.
+    began = record.get("started") if record.get("pid") else None
+    if began is None and state in RUNNING_STATES:
+        began = record.get("since")
     row = [
         str(record.get("name", "?")),
         state,
         _or_dash(record.get("pid") or None),
-        format_uptime(now - float(since)) if running else "-",
+        "-" if began is None else format_uptime(now - float(began)),
         _or_dash(record.get("restarts")),
         format_last_exit(record.get("last_exit")),
         "yes" if record.get("ready") else "no",

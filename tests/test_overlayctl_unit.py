@@ -203,6 +203,18 @@ def test_status_table_columns_and_placeholders() -> None:
     assert lines[3].split() == ["db", "backoff", "-", "-", "12", "SIGKILL", "no"]
 
 
+def test_uptime_counts_from_started_when_overlayd_sends_it() -> None:
+    base = dict(RECORDS[0], started=NOW - 300)
+    ready = dict(base, state="ready", since=NOW - 5)  # ready 5 s ago, running for 5 min
+    starting = dict(base, state="starting", since=NOW - 300, ready=False)
+    stopping = dict(base, state="stopping", since=NOW - 1)
+    gone = dict(base, state="down", pid=None, pgid=None)  # a stale `started` is ignored
+    lines = render.status_table([ready, starting, stopping, gone], now=NOW).splitlines()
+    assert [line.split()[3] for line in lines[2:]] == ["5m00s", "5m00s", "5m00s", "-"]
+    # An overlayd without `started`: `since` of an up or ready service, as before.
+    assert render.status_row(dict(RECORDS[0]), NOW)[3] == "4m12s"
+
+
 def test_status_table_details_adds_columns() -> None:
     rec = dict(RECORDS[0], cpu_percent=1.25, rss=12 * 1024 * 1024, nprocs=3)
     lines = render.status_table([rec], now=NOW, details=True).splitlines()
