@@ -599,9 +599,7 @@ def test_check_unhealthy_exits_1_naming_each_culprit(
     done = wait_until(unhealthy_with_three, what="check to name three culprits")
     assert done.returncode == 1 and done.stdout == ""
     lines = sorted(done.stderr.splitlines())
-    assert lines[0] == (
-        "overlayctl: check: crashy is backoff (crashed; waiting to restart (backoff))"
-    )
+    assert lines[0].startswith("overlayctl: check: crashy is backoff (")
     assert lines[1].startswith("overlayctl: check: doomed is failed (")
     assert "125" in lines[1]
     assert lines[2] == "overlayctl: check: warming is starting (up but not ready)"
