@@ -1,4 +1,4 @@
-"""Configuration: every variable validated at boot; a bad value stops overlayd before anything runs."""
+"""Configuration: every variable validated at boot; a bad value stops overlayd before it starts."""
 
 from __future__ import annotations
 
