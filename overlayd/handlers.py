@@ -305,6 +305,18 @@ def wait(session: Session, condition: str, names: list[str], timeout: float | No
     return reply
 
 
+def _last_exit_text(service: Service) -> str:
+    if service.last_exit is None:
+        return "could not be started"
+    code, signum, _at = service.last_exit
+    if signum is None:
+        return f"exited {code}"
+    try:
+        return f"killed by {signal.Signals(signum).name}"
+    except ValueError:
+        return f"killed by signal {signum}"
+
+
 def _problem(service: Service) -> str | None:
     """Why this service makes the container unhealthy, or None (DESIGN §6)."""
     if service.broken:
@@ -312,7 +324,7 @@ def _problem(service: Service) -> str | None:
     if service.state == FAILED:
         return service.reason or "failed"
     if service.state == BACKOFF:
-        return "crashed; waiting to restart (backoff)"
+        return f"{_last_exit_text(service)} within 1 s of starting; restarting after a pause"
     if service.want != "up":
         return None  # stopped on request, or normally down and never started
     if service.definition.notification_fd is not None and service.state in (STARTING, UP):

@@ -52,6 +52,7 @@ class FakeService:
             pid if pid is not None else (4242 if state in ("starting", "up", "ready") else None)
         )
         self.reason = problem
+        self.last_exit: tuple[int | None, int | None, float] | None = None
         self.definition = SimpleNamespace(
             notification_fd=notification_fd, normally_up=normally_up, problem=problem
         )
@@ -265,7 +266,7 @@ def test_wait_conditions(state: str, fd: int | None, up: bool, ready: bool, down
         (FakeService("notready", "starting", notification_fd=3), "up but not ready"),
         (FakeService("stopped", "down", "down"), None),
         (FakeService("normally-down", "down", "down", normally_up=False), None),
-        (FakeService("crash", "backoff"), "backoff"),
+        (FakeService("crash", "backoff"), "restarting after a pause"),
         (FakeService("perm", "failed", "down"), "failed"),
         (FakeService("broken", "failed", "down", problem="run is missing"), "run is missing"),
         (FakeService("gone", "down", "up"), "wanted up but down"),
