@@ -6,6 +6,8 @@ and `overlayctl status` / `check` only need it when a service actually died of a
 
 from __future__ import annotations
 
+from protocol.signals import signal_number
+
 
 def parse_signal(text: str) -> str | int:
     """Turn `HUP`, `SIGHUP`, `sighup` or `1` into what the `signal` RPC takes.
@@ -15,21 +17,9 @@ def parse_signal(text: str) -> str | int:
     """
     import signal
 
+    number = signal_number(text)
     word = text.strip()
-    if not word:
-        raise ValueError("empty signal name")
-    if word.isdigit():
-        number = int(word)
-        if not 0 < number < signal.NSIG:
-            raise ValueError(f"signal number out of range 1..{signal.NSIG - 1}: {text}")
-        return number
-    name = word.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        return signal.Signals[name].name
-    except KeyError:
-        raise ValueError(f"unknown signal: {text}") from None
+    return number if word.isascii() and word.isdigit() else signal.Signals(number).name
 
 
 def signal_name(sig: int | str) -> str:

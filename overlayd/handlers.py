@@ -23,10 +23,10 @@ from protocol import (
     TIMEOUT,
     ProtocolError,
 )
+from protocol.signals import signal_number as parse_signal_word
 
 from . import __version__
 from .loop import TIMED_OUT, Future
-from .scan import parse_signal
 from .service import BACKOFF, FAILED, READY, STARTING, UP, Service
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
@@ -127,7 +127,7 @@ def signal_number(sig: str | int) -> int:
             if not 0 < sig < signal.NSIG:
                 raise ValueError(f"signal number {sig} out of range")
             return sig
-        return parse_signal(sig)
+        return parse_signal_word(sig)
     except ValueError as exc:
         raise ProtocolError(BAD_REQUEST, f"signal: {exc}") from None
 

@@ -10,6 +10,8 @@ import os
 import signal
 from collections import namedtuple
 
+from protocol.signals import signal_number
+
 DEFAULT_TIMEOUT_FINISH_MS = 5000
 
 
@@ -31,23 +33,6 @@ ServiceDef = namedtuple(
 )
 ServiceDef.__doc__ = """What one service directory says. `finish`, `notification_fd`,
 `logger` (the log/ ServiceDef) and `problem` (what is broken, one line) may be None."""
-
-
-def parse_signal(text: str) -> int:
-    """`TERM`, `SIGTERM`, `sigterm` or `15` → 15; ValueError otherwise."""
-    word = text.strip()
-    if word.isascii() and word.isdigit():
-        number = int(word)
-        if number <= 0 or number >= signal.NSIG:
-            raise ValueError(f"signal number {number} out of range")
-        return number
-    name = word.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise ValueError(f"unknown signal {word!r}") from None
 
 
 def _read_word(path: str) -> str | None:
@@ -88,7 +73,7 @@ def read_service(name: str, directory: str, *, is_logger: bool = False) -> Servi
             notification_fd = int(fd_text)
         signal_text = _read_word(os.path.join(directory, "down-signal"))
         if signal_text:
-            down_signal = parse_signal(signal_text)
+            down_signal = signal_number(signal_text)
         timeout_kill = _read_ms(directory, "timeout-kill", 0)
         timeout_finish = _read_ms(directory, "timeout-finish", DEFAULT_TIMEOUT_FINISH_MS)
     except (ValueError, OSError) as exc:

@@ -193,7 +193,7 @@ BROKEN = [
         notification_fd_is_directory,
         r"error: service broken \(.*\): Is a directory",
     ),
-    case("bad-down-signal", bad_down_signal, r"service broken \(.*\): unknown signal 'SIGNOPE'"),
+    case("bad-down-signal", bad_down_signal, r"service broken \(.*\): unknown signal: SIGNOPE"),
     case("bad-timeout-kill", bad_timeout_kill, r"service broken \(.*\): timeout-kill holds"),
     case(
         "timeout-kill-unicode-digit",
