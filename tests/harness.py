@@ -8,6 +8,7 @@ exit, a condition over /proc) with a deadline, never a bare sleep.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -43,6 +44,25 @@ def wait_until(
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def write_to_reader(fifo: Path, data: bytes, timeout: float = DEADLINE) -> None:
+    """Write `data` into `fifo` once a process has it open for reading (a script blocked on
+    `read x < fifo` is the event a test releases)."""
+
+    def open_writer() -> int | None:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no reader yet
+                return None
+            raise
+
+    fd: int = wait_until(open_writer, timeout, f"a reader on {fifo}")  # type: ignore[assignment]
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 class Tree:

@@ -9,7 +9,6 @@ output line, for `overlayctl wait`, or for a condition with a deadline.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -25,7 +24,16 @@ import pytest
 
 from overlayd import __version__ as OVERLAYD_VERSION
 from protocol import PROTOCOL_VERSION, pack_request
-from tests.harness import DEADLINE, PYTHON, REPO, Booted, Tree, can_unshare, wait_until
+from tests.harness import (
+    DEADLINE,
+    PYTHON,
+    REPO,
+    Booted,
+    Tree,
+    can_unshare,
+    wait_until,
+    write_to_reader,
+)
 
 STATUS_COLUMNS = ["name", "state", "pid", "uptime", "restarts", "last exit", "ready"]
 #: DESIGN §6: stable keys of a JSON status record (additions allowed, removals never).
@@ -133,20 +141,7 @@ def make_fifo(tree: Tree, name: str) -> Path:
 
 def release(fifo: Path) -> None:
     """Write a line into `fifo` once a script has it open for reading."""
-
-    def writer() -> int | None:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no reader yet
-                return None
-            raise
-
-    fd = wait_until(writer, what=f"a reader on {fifo}")
-    try:
-        os.write(fd, b"go\n")  # type: ignore[arg-type]
-    finally:
-        os.close(fd)  # type: ignore[arg-type]
+    write_to_reader(fifo, b"go\n")
 
 
 def overlayctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

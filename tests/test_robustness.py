@@ -10,7 +10,6 @@ container's exit code must be exactly 5.
 
 from __future__ import annotations
 
-import errno
 import os
 import resource
 import signal
@@ -20,7 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import needs_root
-from tests.harness import PYTHON, Booted, Tree, wait_until
+from tests.harness import PYTHON, Booted, Tree, wait_until, write_to_reader
 
 pytestmark = needs_root
 
@@ -40,21 +39,7 @@ def witness(tree: Tree, writer: str = "service") -> list[str]:
 
 def tell_cmd(tree: Tree, word: str) -> None:
     """Write `word` into the CMD's fifo, once the CMD has it open for reading."""
-    fifo = tree.base / "cmd.fifo"
-
-    def open_writer() -> int | None:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no reader yet
-                return None
-            raise
-
-    fd = wait_until(open_writer, 60, "the CMD to open its fifo")
-    try:
-        os.write(fd, word.encode() + b"\n")  # type: ignore[arg-type]
-    finally:
-        os.close(fd)  # type: ignore[arg-type]
+    write_to_reader(tree.base / "cmd.fifo", word.encode() + b"\n", 60)
 
 
 def assert_everything_else_ran(booted: Booted, *, healthy: bool = True) -> None:
