@@ -17,12 +17,10 @@ anyone else (a member of OVERLAY_SOCKET_GROUP) only the read-only methods.
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import select
 import socket
-import stat
 import struct
 from collections import deque
 
@@ -45,6 +43,7 @@ from protocol import (
 from protocol.errors import BAD_REQUEST, describe
 
 from . import handlers, log
+from .listener import open_listener
 from .loop import Future, Timer
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
@@ -53,7 +52,6 @@ if TYPE_CHECKING:
     from .stages import Container
 
 MAX_CLIENTS = 128
-BACKLOG = 128
 RECV_SIZE = 1 << 16
 #: Requests served per connection per loop turn (fairness between clients, bounded stalls).
 REQUESTS_PER_TURN = 32
@@ -110,78 +108,6 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
 
 
-# --- the listening socket ---------------------------------------------------------------------
-
-
-def _answers(path: str) -> bool:
-    """Does a live server accept on ``path``? (non-blocking: a Unix connect never waits)"""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-    try:
-        probe.connect(path)
-    except BlockingIOError:
-        return True  # its backlog is full: very much alive
-    except OSError:
-        return False  # ECONNREFUSED: a stale file from a dead run
-    finally:
-        probe.close()
-    return True
-
-
-def _remove_stale(path: str) -> None:
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise FileExistsError(errno.EEXIST, "the path exists and is not a socket", path)
-    if _answers(path):
-        raise OSError(errno.EADDRINUSE, "another server answers on it", path)
-    os.unlink(path)
-
-
-def open_listener(path: str, gid: int | None) -> socket.socket:
-    """Bind and listen on ``path``: mode 0600, or 0660 owned by group ``gid``.
-
-    The socket is bound under a temporary name and renamed into place once it listens, so a
-    client that sees the path never gets ECONNREFUSED, nor a socket with the wrong mode.
-    """
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-    _remove_stale(path)
-    staging = path + "~"
-    sock = socket.socket(
-        socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-    )
-    try:
-        sock.setblocking(False)
-        try:
-            os.unlink(staging)
-        except FileNotFoundError:
-            pass
-        old_umask = os.umask(0o177)  # born 0600: never briefly open to everyone
-        try:
-            sock.bind(staging)
-        finally:
-            os.umask(old_umask)
-        try:
-            if gid is not None:
-                try:
-                    os.chown(staging, -1, gid)
-                    os.chmod(staging, 0o660)
-                except OSError as exc:
-                    log.error(
-                        f"cannot give {path} to group {gid}: {exc.strerror}; keeping mode 0600"
-                    )
-            sock.listen(max(BACKLOG, socket.SOMAXCONN))
-            os.rename(staging, path)
-        except BaseException:
-            os.unlink(staging)
-            raise
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of the process that connected."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
@@ -216,7 +142,8 @@ def _refuse(sock: socket.socket, exc: ProtocolError) -> None:
 class ControlServer:
     """The control socket: accepts connections, authorises and dispatches their requests."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, sock: socket.socket | None = None) -> None:
+        """Serve on `sock` (from listener.open_listener), or open the configured path."""
         self.container = container
         self.loop = container.loop
         self.path = container.cfg.socket_path
@@ -226,7 +153,9 @@ class ControlServer:
         self.subscribers: dict[Connection, None] = {}  # ordered set
         self._uid = os.geteuid()
         self._listener = self._on_state  # one bound method, so remove_listener finds it
-        self._sock = open_listener(self.path, container.cfg.socket_gid)
+        if sock is None:
+            sock = open_listener(self.path, container.cfg.socket_gid)
+        self._sock = sock
         self._fd = self._sock.fileno()
         self._inode = os.stat(self.path).st_ino
         self._paused: Timer | None = None

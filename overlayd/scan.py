@@ -10,8 +10,6 @@ import os
 import signal
 from collections import namedtuple
 
-from protocol.signals import signal_number
-
 DEFAULT_TIMEOUT_FINISH_MS = 5000
 
 
@@ -73,6 +71,9 @@ def read_service(name: str, directory: str, *, is_logger: bool = False) -> Servi
             notification_fd = int(fd_text)
         signal_text = _read_word(os.path.join(directory, "down-signal"))
         if signal_text:
+            # Imported here: `protocol` as a package pulls in msgpack, which stage 1 defers.
+            from protocol.signals import signal_number
+
             down_signal = signal_number(signal_text)
         timeout_kill = _read_ms(directory, "timeout-kill", 0)
         timeout_finish = _read_ms(directory, "timeout-finish", DEFAULT_TIMEOUT_FINISH_MS)

@@ -18,6 +18,8 @@ from .supervisor import Supervisor
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    import socket
+
     from .rpc import ControlServer
 
 TERMINATING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -54,6 +56,7 @@ class Container:
         self.exit_code = 0
         self.started_at = self.loop.time()
         self.server: ControlServer | None = None
+        self._control_sock: socket.socket | None = None
 
     # --- stage 1 ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -90,12 +93,22 @@ class Container:
         self._open_control_socket()
 
     def _open_control_socket(self) -> None:
-        from .rpc import ControlServer
+        """Listen now; load the RPC server on the loop's first turn (see listener.py)."""
+        from .listener import open_listener
 
         try:
-            self.server = ControlServer(self)
+            sock = open_listener(self.cfg.socket_path, self.cfg.socket_gid)
         except OSError as exc:
             log.error(f"cannot open the control socket {self.cfg.socket_path}: {exc.strerror}")
+            return
+
+        def serve() -> None:
+            from .rpc import ControlServer
+
+            self.server = ControlServer(self, sock)
+
+        self._control_sock = sock
+        self.loop.call_soon(serve)
 
     def child_env(self) -> dict[str, str]:
         return contenv.child_environment(self.cfg.run_dir, self.cfg.keep_env)
@@ -277,6 +290,12 @@ class Container:
         log.info(f"exiting with code {self.exit_code}")
         if self.server is not None:
             self.server.close()
+        elif self._control_sock is not None:  # stopped before the loop's first turn
+            self._control_sock.close()
+            try:
+                os.unlink(self.cfg.socket_path)
+            except OSError:
+                pass
         self.loop.stop()
 
     async def _cont_finish(self) -> None:
