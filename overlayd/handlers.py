@@ -203,6 +203,7 @@ def hello(session: Session) -> dict[str, object]:
         "methods": list(METHODS),
         "pid1": bool(session.container.is_pid1),
         "read_only": session.read_only,
+        "orphans_reaped": session.container.reaper.unknown_reaped,
     }
 
 

@@ -115,6 +115,8 @@ def test_two_thousand_orphans_of_a_service_leave_no_zombie(boot, tree: Tree) -> 
     assert booted.count("^bystander-pid=") == 1
     assert booted.count("^breeder-done-pid=") == 1
     assert booted.count(QUIET_BREAKERS) == 0, booted.output
+    with booted.client() as client:  # reaped quietly, but counted
+        assert client.hello()["orphans_reaped"] >= 2000
     booted.kill(signal.SIGTERM)
     assert booted.wait() == 0, booted.output
 

@@ -89,6 +89,7 @@ class FakeContainer:
         self.supervisor = Supervisor(Runtime(self.loop, None, dict, lambda s: None), "/nonexistent")
         self.stopping = False
         self.is_pid1 = False
+        self.reaper = SimpleNamespace(unknown_reaped=0)
         self.shutdowns: list[tuple[int | None, str]] = []
 
     def add(self, *services: FakeService) -> None:
