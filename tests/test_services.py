@@ -7,7 +7,7 @@ import signal
 import time
 
 from tests.conftest import needs_root
-from tests.harness import Tree, wait_until
+from tests.harness import PYTHON, Tree, wait_until, write_to_reader
 
 pytestmark = needs_root
 
@@ -181,3 +181,33 @@ def test_logger_restart_loses_no_line(boot, tree: Tree) -> None:
     wait_until(lambda: "after" in logfile.read_text(), what="the line written while down")
     assert logfile.read_text().split() == ["before", "after"]
     assert state_of(booted, "svc/log")["pid"] != logger_pid
+
+
+def test_finish_script_brings_the_container_down_with_its_code(boot, tree: Tree) -> None:
+    """The Docker way: when the main service dies, its finish script stops the container."""
+    overlayctl = f"{PYTHON} -m overlayctl"
+    tree.service("helper", "echo helper-up; exec sleep 1000")
+    tree.service(
+        "main",
+        "echo main-up; read x < ./gate; exit 3",
+        finish=f'[ "$1" = 0 ] || exec {overlayctl} shutdown --exit-code "$1"',
+    )
+    os.mkfifo(tree.etc / "services.d" / "main" / "gate")
+    tree.script("cont-finish.d", "10-mark", f"echo finished > {tree.base}/cont-finish-ran")
+    booted = boot()
+    booted.wait_for("^helper-up$")
+    booted.wait_for("^main-up$")
+    write_to_reader(tree.etc / "services.d" / "main" / "gate", b"die\n")
+    assert booted.wait() == 3, booted.output
+    assert (tree.base / "cont-finish-ran").read_text() == "finished\n"
+    booted.wait_for("shutting down: overlayctl shutdown")
+
+
+def test_finish_script_exitcode_file_then_shutdown(boot, tree: Tree) -> None:
+    tree.service(
+        "main",
+        "echo main-up; exit 0",
+        finish=f'echo 42 > "$OVERLAY_RUN_DIR/exitcode"; exec {PYTHON} -m overlayctl shutdown',
+    )
+    booted = boot()
+    assert booted.wait() == 42, booted.output
