@@ -6,6 +6,7 @@ and `overlayctl status` / `check` only need it when a service actually died of a
 
 from __future__ import annotations
 
+from protocol.signals import signal_name as _name_of_number
 from protocol.signals import signal_number
 
 
@@ -24,15 +25,10 @@ def parse_signal(text: str) -> str | int:
 
 def signal_name(sig: int | str) -> str:
     """Name a signal for display: 9 → `SIGKILL`, `"KILL"` → `SIGKILL`, 99 → `signal 99`."""
-    import signal
-
     if isinstance(sig, str):
         if sig.isdigit():
             sig = int(sig)
         else:
             name = sig.upper()
             return name if name.startswith("SIG") else "SIG" + name
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
+    return _name_of_number(sig)

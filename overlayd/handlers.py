@@ -9,7 +9,6 @@ outlives their caller's connection.
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable, Iterable
 
@@ -23,10 +22,11 @@ from protocol import (
     TIMEOUT,
     ProtocolError,
 )
-from protocol.signals import signal_number as parse_signal_word
+from protocol.signals import signal_number as parse_signal
 
 from . import __version__
 from .loop import TIMED_OUT, Future
+from .reaper import ExitStatus
 from .service import BACKOFF, FAILED, READY, STARTING, UP, Service
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
@@ -123,11 +123,7 @@ def _refuse_broken(services: list[Service]) -> None:
 def signal_number(sig: str | int) -> int:
     """A signal param (``HUP``, ``SIGHUP``, ``1``) as a number; ``bad_request`` when invalid."""
     try:
-        if isinstance(sig, int):
-            if not 0 < sig < signal.NSIG:
-                raise ValueError(f"signal number {sig} out of range")
-            return sig
-        return parse_signal_word(sig)
+        return parse_signal(sig)
     except ValueError as exc:
         raise ProtocolError(BAD_REQUEST, f"signal: {exc}") from None
 
@@ -310,12 +306,7 @@ def _last_exit_text(service: Service) -> str:
     if service.last_exit is None:
         return "could not be started"
     code, signum, _at = service.last_exit
-    if signum is None:
-        return f"exited {code}"
-    try:
-        return f"killed by {signal.Signals(signum).name}"
-    except ValueError:
-        return f"killed by signal {signum}"
+    return ExitStatus(code, signum).describe()
 
 
 def _problem(service: Service) -> str | None:

@@ -35,12 +35,9 @@ class ExitStatus:
 
     def describe(self) -> str:
         if self.signal is not None:
-            import signal
+            from protocol.signals import signal_name
 
-            try:
-                return f"killed by {signal.Signals(self.signal).name}"
-            except ValueError:
-                return f"killed by signal {self.signal}"
+            return f"killed by {signal_name(self.signal)}"
         return f"exit code {self.code}"
 
 

@@ -27,13 +27,6 @@ FORWARDED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 FINAL_KILL_WAIT = 5.0  # after SIGKILL to everything: only D-state processes can hold us here
 
 
-def _signame(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return str(signum)
-
-
 class Container:
     """One run of overlayd: its config, its children and how it ends."""
 
@@ -228,14 +221,16 @@ class Container:
 
     # --- signals ---------------------------------------------------------------------------
     def _on_terminate(self, signum: int) -> None:
+        from protocol.signals import signal_name
+
         if self.cfg.cmd_receive_signals and self.cmd_pid is not None and not self.stopping:
-            log.info(f"received {_signame(signum)}: passing it to the CMD")
+            log.info(f"received {signal_name(signum)}: passing it to the CMD")
             self._signal_cmd(signum)
             return
         if not self.stopping:
-            self.request_shutdown(reason=f"received {_signame(signum)}")
+            self.request_shutdown(reason=f"received {signal_name(signum)}")
         elif not self.skip_to_kill.done:
-            log.info(f"received {_signame(signum)} again: skipping to the final kill")
+            log.info(f"received {signal_name(signum)} again: skipping to the final kill")
             self.skip_to_kill.set_result(None)
             self.supervisor.recheck()
 

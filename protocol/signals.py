@@ -8,10 +8,15 @@ inside the function: it pulls in `enum`, which `overlayctl status` never needs.
 from __future__ import annotations
 
 
-def signal_number(text: str) -> int:
-    """`HUP`, `SIGHUP`, `sighup` or `1` → 1. Raises ValueError saying what is wrong."""
+def signal_number(sig: str | int) -> int:
+    """`HUP`, `SIGHUP`, `sighup`, `"1"` or `1` → 1. Raises ValueError saying what is wrong."""
     import signal
 
+    if isinstance(sig, int):
+        if not 0 < sig < signal.NSIG:
+            raise ValueError(f"signal number out of range 1..{signal.NSIG - 1}: {sig}")
+        return sig
+    text = sig
     word = text.strip()
     if not word:
         raise ValueError("empty signal name")
@@ -27,3 +32,13 @@ def signal_number(text: str) -> int:
         return int(signal.Signals[name])
     except KeyError:
         raise ValueError(f"unknown signal: {text}") from None
+
+
+def signal_name(number: int) -> str:
+    """9 → `SIGKILL`; a number with no name (a real-time signal) → `signal 40`."""
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
