@@ -34,7 +34,11 @@ def test_variable_written_by_cont_init_reaches_later_services_and_cmd(boot, tree
     env_dir = tree.run_dir / "container_environment"
     tree.script("cont-init.d", "10-set", f"echo from-init > {env_dir}/FROM_INIT")
     tree.script("cont-init.d", "20-change", f"printf changed > {env_dir}/GREETING")
-    tree.service("svc", 'echo "svc sees $FROM_INIT $GREETING"; exec sleep 100')
+    tree.service(  # ready only once it has spoken, so the CMD cannot end the run first
+        "svc",
+        'echo "svc sees $FROM_INIT $GREETING"; echo >&3; exec sleep 100',
+        files={"notification-fd": "3\n"},
+    )
     booted = boot(
         "sh",
         "-c",

@@ -49,7 +49,11 @@ def shown(booted, who: str) -> dict[str, set[int]]:
 def test_children_start_with_default_dispositions_and_empty_mask(boot, tree: Tree) -> None:
     """Python ignores SIGPIPE and overlayd ignores SIGTTIN/SIGTTOU; no child may inherit that."""
     tree.script("cont-init.d", "10-show", f"{SHOW_SIGNALS} | sed 's/^/init/'")
-    tree.service("svc", f"{SHOW_SIGNALS} | sed 's/^/svc/'; exec sleep 100")
+    tree.service(  # ready only once it has spoken, so the CMD cannot end the run first
+        "svc",
+        f"{SHOW_SIGNALS} | sed 's/^/svc/'; echo >&3; exec sleep 100",
+        files={"notification-fd": "3\n"},
+    )
     booted = boot(
         "sh", "-c", f"{SHOW_SIGNALS} | sed 's/^/cmd/'", env={"S6_CMD_WAIT_FOR_SERVICES": "1"}
     )
