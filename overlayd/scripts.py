@@ -50,14 +50,11 @@ async def run_script(
     argv, warning = spawn.script_argv(path)
     if warning:
         log.warn(warning)
-    devnull = spawn.open_devnull()
     try:
-        pid = spawn.spawn(argv, env, new_group=True, stdin=devnull)
+        pid = spawn.spawn(argv, env, new_group=True, stdin=spawn.devnull())
     except OSError as exc:
         log.error(f"{name}: cannot start: {exc.strerror}")
         return None
-    finally:
-        os.close(devnull)
     exited = reaper.exit_future(pid)
     waiting = exited if abandon is None else first_of(exited, abandon)
     result = await loop.with_timeout(waiting, timeout)

@@ -249,20 +249,15 @@ class Service:
     def _spawn(self, argv: list[str], extra_fds: dict[int, int] | None = None) -> int:
         """`run` or `finish`: own session, cwd the service directory, stdin the logger pipe's
         read end for a logger and /dev/null otherwise, stdout the log pipe when there is one."""
-        devnull = spawn.open_devnull() if self.stdin_fd is None else None
-        try:
-            return spawn.spawn(
-                argv,
-                self.rt.child_env(),
-                cwd=self.definition.directory,
-                new_session=True,
-                stdin=self.stdin_fd if devnull is None else devnull,
-                stdout=self.stdout_fd,
-                extra_fds=extra_fds,
-            )
-        finally:
-            if devnull is not None:
-                os.close(devnull)
+        return spawn.spawn(
+            argv,
+            self.rt.child_env(),
+            cwd=self.definition.directory,
+            new_session=True,
+            stdin=spawn.devnull() if self.stdin_fd is None else self.stdin_fd,
+            stdout=self.stdout_fd,
+            extra_fds=extra_fds,
+        )
 
     def _on_notification(self) -> None:
         fd = self._notify_fd

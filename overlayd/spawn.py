@@ -191,5 +191,12 @@ def _exec_failed(name: str, err: int) -> int:
     return code
 
 
-def open_devnull() -> int:
-    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+_devnull: int | None = None
+
+
+def devnull() -> int:
+    """One close-on-exec /dev/null fd for every child's stdin, opened once, not per spawn."""
+    global _devnull
+    if _devnull is None:
+        _devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    return _devnull
