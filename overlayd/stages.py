@@ -308,19 +308,16 @@ class Container:
 
     async def _kill_everything(self) -> None:
         """Stage 3 step 4: TERM everyone left, wait only while something is alive, then KILL."""
-        if self.reaper.no_children().done:
+        none_left = self.reaper.no_children()
+        if none_left.done:
             return
         log.info("sending SIGTERM to all remaining processes")
         self._broadcast(signal.SIGTERM)
         self._broadcast(signal.SIGCONT)
-        gone = await self.loop.with_timeout(
-            self.reaper.no_children(), self.cfg.kill_gracetime / 1000
-        )
-        if gone is TIMED_OUT:
+        if await self.loop.with_timeout(none_left, self.cfg.kill_gracetime / 1000) is TIMED_OUT:
             log.warn("processes outlived S6_KILL_GRACETIME; sending SIGKILL")
             self._broadcast(signal.SIGKILL)
-            last = await self.loop.with_timeout(self.reaper.no_children(), FINAL_KILL_WAIT)
-            if last is TIMED_OUT:
+            if await self.loop.with_timeout(none_left, FINAL_KILL_WAIT) is TIMED_OUT:
                 log.error("some processes could not be killed (uninterruptible sleep?)")
 
     def _broadcast(self, signum: int) -> None:
