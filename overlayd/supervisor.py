@@ -33,9 +33,15 @@ class Supervisor:
     # --- building --------------------------------------------------------------------------
     def load(self) -> list[Service]:
         """Scan services.d and create the services found; returns the new ones."""
+        return self._add_new(self._scan())
+
+    def _scan(self) -> list[ServiceDef]:
         definitions, notes = scan(self.services_dir)
         for note in notes:
             log.warn(note)
+        return definitions
+
+    def _add_new(self, definitions: list[ServiceDef]) -> list[Service]:
         return [self._add(d) for d in definitions if d.name not in self.services]
 
     def _add(self, definition: ServiceDef) -> Service:
@@ -68,8 +74,9 @@ class Supervisor:
 
     def rescan(self) -> None:
         """SIGHUP without a CMD: new directories start, removed ones stop."""
-        present = {d.name for d in scan(self.services_dir)[0]}
-        new = self.load()
+        definitions = self._scan()
+        present = {d.name for d in definitions}
+        new = self._add_new(definitions)
         self.start_normally_up(new)
         for service in self.main_services():
             if service.name not in present and service.want == "up":
