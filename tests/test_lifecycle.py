@@ -274,3 +274,62 @@ def test_a_crash_loop_is_visible_at_the_default_verbosity_without_flooding(
     booted.wait_for("^crashy-ran$", count=4)
     booted.wait_for("service crashy: exited unexpectedly, exit code 3")
     assert booted.count("service crashy: exited unexpectedly") == 1, booted.output
+
+
+# --- a finish that cannot be forked ------------------------------------------------------------
+
+PIDS_HIERARCHY = Path("/sys/fs/cgroup/pids")
+
+
+@pytest.fixture
+def pids_cgroup(tmp_path: Path):
+    """A cgroup v1 `pids` group of our own, to make fork() fail with EAGAIN on demand."""
+    if not os.access(PIDS_HIERARCHY / "cgroup.procs", os.W_OK):
+        pytest.skip("needs a writable cgroup v1 pids hierarchy")
+    group = PIDS_HIERARCHY / f"overlayd-test-{os.getpid()}-{tmp_path.name}"
+    group.mkdir()
+    try:
+        yield group
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            try:
+                (PIDS_HIERARCHY / "cgroup.procs").write_text(pid)
+            except OSError:
+                pass
+        group.rmdir()
+
+
+def test_finish_that_cannot_be_forked_still_reports_down_before_the_next_start(
+    boot, tree: Tree, pids_cgroup: Path
+) -> None:
+    tree.service("svc", "echo svc-up; exec sleep 1000", finish="echo finish-ran")
+    booted = boot(env={"S6_VERBOSITY": "3"})
+    booted.wait_for("^svc-up$")
+    booted.wait_for("service svc: up$")
+    (pids_cgroup / "cgroup.procs").write_text(str(booted.init_pid))  # overlayd alone moves
+    (pids_cgroup / "pids.max").write_text("1")  # so its next fork fails
+    with booted.client() as client:
+        os.kill(_host_pid(booted, client.status(["svc"])[0]["pid"]), signal.SIGKILL)
+        booted.wait_for("cannot run finish")
+        booted.wait_for("service svc: down$")
+        (pids_cgroup / "pids.max").write_text("max")
+        assert client.wait("up", ["svc"], 20)
+    booted.wait_for("^svc-up$", count=2)
+    states = [line.rsplit(": ", 1)[1] for line in booted.lines if "debug: service svc: " in line]
+    after_kill = states[states.index("up") + 1 :]
+    assert "down" in after_kill, states
+    assert after_kill.index("down") < after_kill.index("up"), states
+    assert booted.count("^finish-ran$") == 0
+
+
+def _host_pid(booted: Booted, ns_pid: int) -> int:
+    """The host pid of a process overlayd's namespace calls `ns_pid`."""
+    for pid in booted.descendants():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and line.split()[-1] == str(ns_pid):
+                return pid
+    raise AssertionError(f"no process with namespace pid {ns_pid}")
