@@ -136,6 +136,21 @@ def test_behaviour_2_after_a_failed_cont_init_starts_no_service_and_no_cmd(
     assert booted.count("services.d: starting") == 0
 
 
+def test_docker_stop_during_cont_init_starts_no_service_and_no_cmd(boot, tree: Tree) -> None:
+    """Stage 2 is cancelled where it waits: the script's end does not resume the boot."""
+    svc_ran, cmd_ran = tree.base / "svc-ran", tree.base / "cmd-ran"
+    tree.script("cont-init.d", "10-slow", "trap 'echo init-got-TERM; exit 0' TERM; "
+                "echo init-waiting; while :; do sleep 0.05; done")
+    tree.service("svc", f": > {svc_ran}; exec sleep 100")
+    booted = boot("sh", "-c", f": > {cmd_ran}")
+    booted.wait_for("^init-waiting$")
+    booted.kill(signal.SIGTERM)
+    assert booted.wait() == 0, booted.output
+    booted.wait_for("^init-got-TERM$")  # the final kill reached it, and it exited 0
+    assert not svc_ran.exists() and not cmd_ran.exists(), booted.output
+    assert booted.count("services.d: starting") == 0
+
+
 # --- rescan ------------------------------------------------------------------------------------
 
 
