@@ -86,6 +86,7 @@ class Service:
     ) -> None:
         self.definition = definition
         self.name = definition.name
+        self.directory = definition.directory  # run's cwd; s6paths points it at the live dir
         self.rt = runtime
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
@@ -252,7 +253,7 @@ class Service:
         return spawn.spawn(
             argv,
             self.rt.child_env(),
-            cwd=self.definition.directory,
+            cwd=self.directory,
             new_session=True,
             stdin=spawn.devnull() if self.stdin_fd is None else self.stdin_fd,
             stdout=self.stdout_fd,

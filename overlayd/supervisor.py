@@ -29,6 +29,8 @@ class Supervisor:
         self._log_pipes: dict[str, tuple[int, int]] = {}
         self._waiters: list[tuple[Predicate, Future]] = []
         self._listeners: list[Callable[[Service], None]] = []
+        # Called with each new Service (and logger) before it is first started (s6paths).
+        self.on_add: list[Callable[[Service], None]] = []
 
     # --- building --------------------------------------------------------------------------
     def load(self) -> list[Service]:
@@ -56,12 +58,21 @@ class Supervisor:
             if definition.logger.problem:
                 log.error(f"{definition.logger.problem}; the logger is marked failed")
             self.services[logger.name] = logger
+            self._announce(logger)
             stdout_fd = write_end
         service = Service(definition, self.rt, stdout_fd=stdout_fd)
         if definition.logger is not None:
             service.logger = self.services[definition.logger.name]
         self.services[service.name] = service
+        self._announce(service)
         return service
+
+    def _announce(self, service: Service) -> None:
+        for hook in self.on_add:
+            try:
+                hook(service)
+            except Exception:
+                log.exception("service creation hook failed")
 
     def start_normally_up(self, services: Iterable[Service]) -> None:
         """Start each service without a `down` file, its logger first."""
