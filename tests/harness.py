@@ -26,7 +26,9 @@ DEADLINE = 20.0
 # Inside the new mount namespace: a private tmpfs on /run (propagation is private, so the
 # host never sees it), then exec overlayd. sh neither blocks nor ignores any signal, so
 # overlayd still gets the mask and dispositions the test gave it.
-PRIVATE_RUN = ["sh", "-c", 'mount -t tmpfs -o mode=0755 overlay-test-run /run && exec "$@"', "sh"]
+_MOUNT_RUN = "mount -t tmpfs -o mode=0755 overlay-test-run /run"
+PRIVATE_RUN = ["sh", "-c", _MOUNT_RUN + ' && exec "$@"', "sh"]
+PRIVATE_RUN_READ_ONLY = ["sh", "-c", _MOUNT_RUN + ' && mount -o remount,ro /run && exec "$@"', "sh"]
 
 
 def can_unshare() -> bool:
@@ -134,7 +136,7 @@ class Booted:
         pid1: bool = True,
         preexec: Callable[[], None] | None = None,
         stdin: int | None = subprocess.DEVNULL,
-        s6_paths: bool = False,
+        s6_paths: bool | str = False,
     ) -> None:
         self.tree = tree
         self.lines: list[str] = []
@@ -154,7 +156,7 @@ class Booted:
         prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []
         if s6_paths:
             assert pid1, "the s6 paths need PID 1's private mount namespace for their tmpfs"
-            prefix += PRIVATE_RUN
+            prefix += PRIVATE_RUN_READ_ONLY if s6_paths == "read-only" else PRIVATE_RUN
         self.argv = [*prefix, PYTHON, "-m", "overlayd", *cmd]
         self.pid1 = pid1
         self.started = time.monotonic()

@@ -309,3 +309,16 @@ def test_s6_paths_off_makes_nothing_under_run(boot, tree: Tree) -> None:
     booted = boot_s6(boot, env={"OVERLAY_S6_PATHS": "0"})
     wait_state(booted, "web", "up")
     assert run(booted, "ls", "-A", "/run").stdout == ""
+
+
+def test_read_only_run_names_each_path_it_could_not_make_and_carries_on(
+    boot, tree: Tree
+) -> None:
+    tree.service("web", "echo web-up; exec sleep 1000")
+    booted = boot(s6_paths="read-only")
+    booted.wait_for("^web-up$")
+    for path in ("/run/s6/services", "/run/service", "/run/s6/container_environment",
+                 "/run/s6-linux-init-container-results/exitcode", "/run/s6/basedir/bin/halt"):
+        assert booted.count(rf"s6 paths: cannot make {path}: Read-only file system") == 1
+    assert booted.ctl("shutdown", "--exit-code", "3").returncode == 0
+    assert booted.wait() == 3
