@@ -201,6 +201,8 @@ def test_s6_setuidgid_and_fdmove_work_in_scripts(boot, tree: Tree) -> None:
     booted = boot_s6(boot, "sh", "-c", "echo uid=$(s6-setuidgid nobody id -u); sleep 1000")
     booted.wait_for("^uid=65534$")
     booted.wait_for("^logged: on-stderr$")
+    assert re.fullmatch(rf"up \(pid \d+\) {SECONDS}", svstat(booted, "merged/log"))
+    assert run(booted, "test", "-L", "/run/s6/services/merged/log").returncode == 1  # real dir
 
 
 def test_run_starts_in_the_live_dir_with_command_on_path(boot, tree: Tree) -> None:
@@ -322,3 +324,23 @@ def test_read_only_run_names_each_path_it_could_not_make_and_carries_on(
         assert booted.count(rf"s6 paths: cannot make {path}: Read-only file system") == 1
     assert booted.ctl("shutdown", "--exit-code", "3").returncode == 0
     assert booted.wait() == 3
+
+
+def test_supervise_interface_costs_two_fds_per_service_and_no_idle_wakeups(
+    boot, tree: Tree
+) -> None:
+    import os
+    import time
+
+    from tests.test_idle import SERVICES, SLACK, WINDOW, boot_idle, wakeups
+
+    booted = boot_idle(lambda: boot_s6(boot), tree)
+    pid = booted.init_pid
+    targets = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    per_service = [t for t in targets if t.startswith("/run/s6/services/svc")]
+    assert len(per_service) == 2 * SERVICES
+    assert sorted({t.rsplit("/", 1)[1] for t in per_service}) == ["control", "lock"]
+    before = wakeups(pid)
+    time.sleep(WINDOW)  # the measurement window
+    voluntary, involuntary, ticks = (a - b for a, b in zip(wakeups(pid), before, strict=True))
+    assert voluntary <= SLACK and involuntary <= SLACK and ticks <= SLACK
