@@ -19,7 +19,6 @@ A path that cannot be made (not root, read-only /run) costs one line naming it; 
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 
 from . import log
@@ -129,11 +128,11 @@ class S6Paths:
 
     def _write_halt(self, path: str, name: str) -> None:
         os.makedirs(BASEDIR_BIN, 0o755, exist_ok=True)
-        socket = shlex.quote(self.container.cfg.socket_path)
+        socket = _quote(self.container.cfg.socket_path)
         body = (
             "#!/bin/sh\n"
             f"# {name}: stop the container (overlayd); the exit code is decided by overlayd\n"
-            f"OVERLAY_SOCKET={socket} exec {shlex.quote(sys.executable)} -I "
+            f"OVERLAY_SOCKET={socket} exec {_quote(sys.executable)} -I "
             f"-m overlayctl.s6cmds {name} \"$@\"\n"
         )
         temporary = path + ".new"
@@ -148,8 +147,11 @@ class S6Paths:
 
     def _added(self, service: Service) -> None:
         """A new service: its live directory, `run`'s cwd, and its supervise interface."""
-        if not self.live_ok or service.name in self.dirs:
+        if not self.live_ok:
             return
+        previous = self.dirs.pop(service.name, None)
+        if previous is not None:  # a name that came back after a rescan: a new Service
+            previous.close(announce=False)
         live = self.live_dir(service.name)
         try:
             _populate(live, service.definition.directory)
@@ -180,6 +182,11 @@ class S6Paths:
 
     def _terminate(self, reason: str) -> None:
         self.container.request_shutdown(reason=reason)
+
+
+def _quote(text: str) -> str:
+    """Single-quoted for sh (shlex would cost PID 1 the import of re)."""
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _populate(live: str, definition_dir: str) -> None:

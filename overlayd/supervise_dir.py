@@ -38,11 +38,9 @@ PID 1 holds two fds per service (control and lock); event FIFOs are opened for o
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import signal
 import stat
-import struct
 import time
 
 from . import log
@@ -83,14 +81,20 @@ def tai64n(epoch: float) -> bytes:
     """A 12-byte TAI64N label, as skalibs packs it."""
     seconds = int(epoch)
     nanos = int((epoch - seconds) * 1e9)
-    return struct.pack(">QL", TAI_OFFSET + seconds, min(nanos, 999_999_999))
+    return (TAI_OFFSET + seconds).to_bytes(8, "big") + min(nanos, 999_999_999).to_bytes(4, "big")
 
 
 def pack_status(
     stamp: float, readystamp: float, pid: int, wstat: int, flags: int
 ) -> bytes:
     """The 35-byte supervise/status image s6 2.11's tools read."""
-    return tai64n(stamp) + tai64n(readystamp) + struct.pack(">QHB", pid, wstat & 0xFFFF, flags)
+    return (
+        tai64n(stamp)
+        + tai64n(readystamp)
+        + pid.to_bytes(8, "big")
+        + (wstat & 0xFFFF).to_bytes(2, "big")
+        + bytes((flags,))
+    )
 
 
 def wait_status(last_exit: tuple[int | None, int | None, float] | None) -> int:
@@ -122,6 +126,8 @@ def notify_fifodir(directory: str, events: str) -> int:
                 _unlink(path)
             continue
         try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                continue  # a file posing as a listener gets nothing written into it
             os.write(fd, data)
             reached += 1
         except BrokenPipeError:
@@ -184,7 +190,7 @@ class SuperviseDir:
             0o644,
         )
         try:
-            fcntl.lockf(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.lockf(self.lock_fd, os.F_TLOCK, 0)  # a POSIX record lock, as s6-svok tests
         except OSError as exc:
             log.warn(f"{self.supervise}/lock: cannot lock it ({exc.strerror}); s6-svok says no")
         self.loop.add_reader(self.control_fd, self._on_control)

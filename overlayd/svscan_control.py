@@ -15,7 +15,6 @@ Anything else is ignored with a counted warning. The FIFO is held O_RDWR (never 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 
@@ -67,7 +66,7 @@ class SvscanControl:
             os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         try:
-            fcntl.lockf(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.lockf(self.lock_fd, os.F_TLOCK, 0)
         except OSError:
             pass
         self.loop.add_reader(self.fd, self._on_readable)
