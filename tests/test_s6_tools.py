@@ -118,6 +118,15 @@ def test_s6_svwait_U_returns_0_once_ready_and_99_on_timeout(boot, tree: Tree) ->
     assert ready.returncode == 0, ready.stderr
     late = run(booted, "s6-svwait", "-U", "-t", "300", "/run/service/slow")
     assert late.returncode == 99
+    again = run(booted, "s6-svc", "-r", "-wR", "-T", "5000", "/run/service/quick")
+    assert again.returncode == 0, again.stderr
+    assert record(booted, "quick")["restarts"] == 1
+    listened = run(
+        booted, "s6-svlisten1", "-D", "-t", "5000", "/run/service/quick",
+        "s6-svc", "-d", "/run/service/quick",
+    )  # fmt: skip
+    assert listened.returncode == 0, listened.stderr
+    assert record(booted, "quick")["state"] == "down"
 
 
 def test_s6_svstat_lines_for_up_ready_normally_down_and_exit_code(boot, tree: Tree) -> None:

@@ -169,3 +169,42 @@ def test_notify_unlinks_a_listener_fifo_nobody_reads(tmp_path: Path) -> None:
     assert notify_fifodir(str(tmp_path), "u") == 0
     assert not stale.exists()
     assert (tmp_path / "not-a-listener").exists()
+
+
+def test_s6_paths_default_on_only_as_pid1_and_the_variable_is_validated() -> None:
+    from overlayd import config
+    from overlayd.s6paths import enabled
+
+    assert enabled(None, is_pid1=True) and not enabled(None, is_pid1=False)
+    assert enabled(1, is_pid1=False) and not enabled(0, is_pid1=True)
+    assert config.load({}).s6_paths is None
+    assert config.load({"OVERLAY_S6_PATHS": "0"}).s6_paths == 0
+    with pytest.raises(config.ConfigError, match="OVERLAY_S6_PATHS"):
+        config.load({"OVERLAY_S6_PATHS": "yes"})
+
+
+def test_live_dir_links_the_definition_and_keeps_what_tools_made(tmp_path: Path) -> None:
+    from overlayd.s6paths import _populate
+
+    definition = tmp_path / "def"
+    (definition / "log").mkdir(parents=True)
+    for name in ("run", "finish", "down", "supervise"):
+        (definition / name).write_text("")
+    live = tmp_path / "live"
+    _populate(str(live), str(definition))
+    assert sorted(os.listdir(live)) == ["down", "finish", "run"]
+    assert os.readlink(live / "run") == str(definition / "run")
+    (definition / "finish").unlink()
+    (live / "down").unlink()
+    (live / "down").write_text("")  # as `s6-svc -D` leaves it
+    _populate(str(live), str(definition))
+    assert sorted(os.listdir(live)) == ["down", "run"]
+    assert not (live / "down").is_symlink()
+
+
+def test_extend_path_appends_command_once() -> None:
+    from overlayd.s6paths import extend_path
+
+    env = extend_path({"PATH": "/usr/bin:/bin"})
+    assert env["PATH"].startswith("/usr/bin:/bin:/command")
+    assert extend_path(dict(env)) == env
