@@ -344,3 +344,15 @@ def test_supervise_interface_costs_two_fds_per_service_and_no_idle_wakeups(
     voluntary, involuntary, ticks = (a - b for a, b in zip(wakeups(pid), before, strict=True))
     woke = {"voluntary": voluntary, "involuntary": involuntary, "cpu ticks": ticks}
     assert max(woke.values()) <= SLACK, f"idle overlayd woke up in {WINDOW:g} s: {woke}"
+
+
+def test_s6_notifyoncheck_makes_the_service_ready_through_data_check(boot, tree: Tree) -> None:
+    tree.service(
+        "checked",
+        "exec s6-notifyoncheck -w 50 -n 20 sleep 1000",
+        files={"notification-fd": "3\n", "data/check": "#!/bin/sh\nexit 0\n"},
+    )
+    (tree.etc / "services.d" / "checked" / "data" / "check").chmod(0o755)
+    booted = boot_s6(boot)
+    assert wait_state(booted, "checked", "ready")
+    assert svstat(booted, "checked", "-o", "up,ready") == "true true"
