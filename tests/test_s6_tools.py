@@ -284,11 +284,15 @@ def test_garbage_in_control_fifo_is_ignored_and_counted(boot, tree: Tree) -> Non
     assert run(booted, "s6-svstat", "/run/service/lazy").returncode == 0
 
 
-def test_deleted_supervise_dir_is_made_again_at_the_next_change(boot, tree: Tree) -> None:
+@pytest.mark.parametrize("how", ["rm -rf {0}", "rm -rf {0} && mkdir {0}"])
+def test_deleted_or_replaced_supervise_dir_is_made_again_at_the_next_change(
+    boot, tree: Tree, how: str
+) -> None:
     tree.service("web", "exec sleep 1000")
     booted = boot_s6(boot)
     wait_state(booted, "web", "up")
-    assert run(booted, "rm", "-rf", "/run/service/web/supervise").returncode == 0
+    damage = how.format("/run/service/web/supervise")
+    assert run(booted, "sh", "-c", damage).returncode == 0
     assert run(booted, "s6-svok", "/run/service/web").returncode == 1
     assert booted.ctl("restart", "web").returncode == 0
     booted.wait_for("supervise was removed or replaced; making it again")
