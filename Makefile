@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-quick clean
+.PHONY: venv s6-tools demo test lint bench bench-quick clean
 
 venv: $(STAMP)
 
@@ -19,7 +19,16 @@ $(STAMP): pyproject.toml
 demo: venv
 	@$(BIN)/python examples/demo/run_demo.py
 
-test: venv
+# Debian's s6 and execline: the real s6-svc, s6-svstat, fdmove… that tests run against overlayd.
+# Skipped when already there; without root (or apt) the tests that need them skip.
+s6-tools:
+	@command -v s6-svc >/dev/null 2>&1 && [ -x /usr/lib/execline/bin/fdmove ] || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q s6 execline >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q s6 execline >/dev/null 2>&1; }; \
+	  } || echo "s6/execline not installed: the tests that need them will skip"; }
+
+test: venv s6-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 
@@ -29,11 +38,11 @@ lint: venv
 
 # Benchmarks run on compiled bytecode, as an image would ship it (this machine sets
 # PYTHONDONTWRITEBYTECODE, which would otherwise make every start recompile every module).
-bench: venv
+bench: venv s6-tools
 	$(BIN)/python -m compileall -q overlayd overlayctl protocol bench > /dev/null
 	$(BIN)/python -m bench
 
-bench-quick: venv
+bench-quick: venv s6-tools
 	$(BIN)/python -m compileall -q overlayd overlayctl protocol bench > /dev/null
 	BENCH_QUICK=1 $(BIN)/python -m bench
 

@@ -261,7 +261,8 @@ class Namespace:
         self, argv: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None
     ):
         self.argv = [*UNSHARE, *argv]
-        self.env = {**os.environ, **(env or {})}
+        # OVERLAY_S6_PATHS=0: a benchmark's PID 1 must not make /run/s6 on the host.
+        self.env = {**os.environ, "OVERLAY_S6_PATHS": "0", **(env or {})}
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self._init: int | None = None
@@ -450,6 +451,7 @@ def overlay_root(
         "OVERLAY_ROOT": str(base),
         "OVERLAY_RUN_DIR": str(base / "run"),
         "OVERLAY_SOCKET": str(base / "run" / "control.sock"),
+        "OVERLAY_S6_PATHS": "0",  # a benchmark's PID 1 must not make /run/s6 on the host
     }
     if grace_ms is not None:
         env["S6_SERVICES_GRACETIME"] = str(grace_ms)

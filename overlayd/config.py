@@ -43,6 +43,7 @@ _FIELDS = (
     "read_only_root",
     "sync_disks",
     "verbosity",
+    "s6_paths",
 )
 
 
@@ -151,4 +152,7 @@ def load(env: Mapping[str, str]) -> Config:
         read_only_root=_flag(env, "S6_READ_ONLY_ROOT"),
         sync_disks=_flag(env, "S6_SYNC_DISKS"),
         verbosity=_choice(env, "S6_VERBOSITY", 2, range(6)),
+        # None: on exactly when PID 1 (s6paths.enabled)
+        s6_paths=None if _get(env, "OVERLAY_S6_PATHS") is None
+        else _choice(env, "OVERLAY_S6_PATHS", 0, range(2)),
     )

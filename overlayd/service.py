@@ -260,6 +260,7 @@ class Service:
     ) -> None:
         self.definition = definition
         self.name: str = definition.name
+        self.directory = definition.directory  # run's cwd; s6paths points it at the live dir
         self.rt = runtime
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
@@ -429,7 +430,7 @@ class Service:
             read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             extra = {definition.notification_fd: write_end}
         try:
-            pid = self.rt.spawn(argv, definition.directory, self.stdin_fd, self.stdout_fd, extra)
+            pid = self.rt.spawn(argv, self.directory, self.stdin_fd, self.stdout_fd, extra)
         except OSError as exc:
             log.error(f"service {self.name}: cannot fork: {exc.strerror}; retrying in 1 s")
             if read_end is not None:
@@ -514,7 +515,7 @@ class Service:
             log.warn(warning)
         try:
             pid = self.rt.spawn(
-                argv, self.definition.directory, self.stdin_fd, self.stdout_fd, None
+                argv, self.directory, self.stdin_fd, self.stdout_fd, None
             )
         except OSError as exc:
             log.error(f"service {self.name}: cannot run finish: {exc.strerror}")

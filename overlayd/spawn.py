@@ -25,6 +25,7 @@ _PYTHON_IGNORED = {signal.SIGPIPE, signal.SIGXFSZ}
 
 _original_mask: set[int] = set()
 _original_ignored: set[int] = set()
+_interpreted: set[str] = set()  # bounded by the number of script files in the trees
 _RESETTABLE = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
 
 
@@ -67,7 +68,8 @@ def script_argv(path: str, args: Sequence[str] = ()) -> tuple[list[str], str | N
 
     s6-overlay v2 ran cont-init files without their execute bit and most v2 trees ship them
     0644, so such a file is run through the interpreter its `#!` line names (`/bin/sh` without
-    one); the second value is then a warning to log.
+    one); the second value is then a warning to log, given once per file (not at every
+    restart of a service); `_interpreted` holds the files already warned about.
     """
     if os.access(path, os.X_OK):
         return [path, *args], None
@@ -81,7 +83,10 @@ def script_argv(path: str, args: Sequence[str] = ()) -> tuple[list[str], str | N
         words = first[2:].decode("utf-8", "replace").split()
         if words:
             interpreter = words
-    warning = f"{path} is not executable; running it with {' '.join(interpreter)}"
+    warning = None
+    if path not in _interpreted:
+        _interpreted.add(path)
+        warning = f"{path} is not executable; running it with {' '.join(interpreter)}"
     return [*interpreter, path, *args], warning
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import socket
 
     from .rpc import ControlServer
+    from .s6paths import S6Paths
 
 TERMINATING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 FORWARDED = (
@@ -57,6 +58,7 @@ class Container:
         self.started_at = self.loop.time()
         self.server: ControlServer | None = None
         self._control_sock: socket.socket | None = None
+        self.s6: S6Paths | None = None  # DESIGN §11's paths, when on
 
     # --- stage 1 ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -91,6 +93,11 @@ class Container:
             signal.SIG_UNBLOCK, {*TERMINATING, *FORWARDED, signal.SIGCHLD}
         )
         self._open_control_socket()
+        if cfg.s6_paths == 1 or (cfg.s6_paths is None and self.is_pid1):
+            from .s6paths import S6Paths
+
+            self.s6 = S6Paths(self)
+            self.s6.make()
 
     def _open_control_socket(self) -> None:
         """Listen now; load the RPC server on the loop's first turn (see listener.py)."""
@@ -111,7 +118,12 @@ class Container:
         self.loop.call_soon(serve)
 
     def child_env(self) -> dict[str, str]:
-        return contenv.child_environment(self.cfg.run_dir, self.cfg.keep_env)
+        env = contenv.child_environment(self.cfg.run_dir, self.cfg.keep_env)
+        if self.s6 is not None:
+            from .s6paths import extend_path
+
+            extend_path(env)
+        return env
 
     def core(self) -> Core:
         """The narrow facade the control side gets (core.py)."""
@@ -265,13 +277,20 @@ class Container:
     def _on_forwarded(self, signum: int) -> None:
         if self.cmd_pid is not None:
             self._signal_cmd(signum)
-        elif signum == signal.SIGHUP and not self.stopping:
-            if not self.services_started:
-                log.info("received SIGHUP: rescan deferred until services.d has started")
-                self.rescan_pending = True
-                return
-            log.info("received SIGHUP: rescanning services.d")
-            self.supervisor.rescan()
+        elif signum == signal.SIGHUP:
+            self.rescan("received SIGHUP")
+
+    def rescan(self, origin: str) -> None:
+        """Rescan services.d (SIGHUP without a CMD, `s6-svscanctl -a`); before services.d has
+        started it is deferred until then, during shutdown it is ignored."""
+        if self.stopping:
+            return
+        if not self.services_started:
+            log.info(f"{origin}: rescan deferred until services.d has started")
+            self.rescan_pending = True
+            return
+        log.info(f"{origin}: rescanning services.d")
+        self.supervisor.rescan()
 
     def _signal_cmd(self, signum: int) -> None:
         if self.cmd_pid is None:
@@ -317,6 +336,8 @@ class Container:
             os.sync()
         self.exit_code = self.decide_exit_code()
         log.info(f"exiting with code {self.exit_code}")
+        if self.s6 is not None:
+            self.s6.close()
         if self.server is not None:
             self.server.close()
         elif self._control_sock is not None:  # stopped before the loop's first turn
@@ -329,11 +350,13 @@ class Container:
 
     async def _cont_finish(self) -> None:
         maxtime = self.cfg.kill_finish_maxtime
+        env = self.child_env()
+        env["S6_STAGE2_EXITED"] = str(self.decide_exit_code())  # as v2's env-stage3 gave it
         for path in scripts.list_scripts(self.cfg.etc("cont-finish.d")):
             name = "cont-finish.d/" + os.path.basename(path)
             log.info(f"{name}: running")
             status = await scripts.run_script(
-                self.loop, self.reaper, self.child_env(), path,
+                self.loop, self.reaper, env, path,
                 timeout=maxtime / 1000 if maxtime else None, abandon=self.skip_to_kill,
             )
             if self.skip_to_kill.done:
@@ -369,12 +392,20 @@ class Container:
                 pass
 
     def decide_exit_code(self) -> int:
-        """shutdown --exit-code N, else the exitcode file, else stage-2 failure, else the CMD."""
+        """shutdown --exit-code N, else the exitcode file(s) (DESIGN §11), else stage-2
+        failure, else the CMD."""
         if self.requested_exit_code is not None:
             return self.requested_exit_code
         from_file = _read_exitcode(self.cfg.exitcode_path)
         if from_file is not None:
             return from_file
+        if self.s6 is not None:  # then s6-overlay's v3 exitcode file, then v2's
+            from .s6paths import V2_EXITCODE, V3_EXITCODE
+
+            for path in (V3_EXITCODE, V2_EXITCODE):
+                from_file = _read_exitcode(path)
+                if from_file is not None:
+                    return from_file
         if self.stage2_failure_code is not None:
             return self.stage2_failure_code % 256
         if self.cmd_status is not None:

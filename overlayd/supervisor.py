@@ -77,6 +77,8 @@ class Supervisor:
         # Service → the waits naming it; None → waits naming none (checked only at recheck).
         self._waits: dict[Service | None, dict[Wait, None]] = {}
         self._listeners: list[Callable[[Service], None]] = []
+        # Called with each new Service (and logger) before it is first started (s6paths).
+        self.on_add: list[Callable[[Service], None]] = []
 
     # --- building --------------------------------------------------------------------------
     def load(self) -> list[Service]:
@@ -101,10 +103,19 @@ class Supervisor:
             if definition.logger.problem:
                 log.error(f"{definition.logger.problem}; the logger is marked failed")
             self.services[logger.name] = logger
+            self._announce(logger)
             service.stdout_fd = write_end
             service.logger = logger
         self.services[service.name] = service
+        self._announce(service)
         return service
+
+    def _announce(self, service: Service) -> None:
+        for hook in self.on_add:
+            try:
+                hook(service)
+            except Exception:
+                log.exception("service creation hook failed")
 
     def start_normally_up(self, services: Iterable[Service]) -> None:
         """Start each service without a `down` file, its logger first."""

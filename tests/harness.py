@@ -23,6 +23,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DEADLINE = 20.0
+# Inside the new mount namespace: a private tmpfs on /run (propagation is private, so the
+# host never sees it), then exec overlayd. sh neither blocks nor ignores any signal, so
+# overlayd still gets the mask and dispositions the test gave it.
+_MOUNT_RUN = "mount -t tmpfs -o mode=0755 overlay-test-run /run"
+PRIVATE_RUN = ["sh", "-c", _MOUNT_RUN + ' && exec "$@"', "sh"]
+PRIVATE_RUN_READ_ONLY = ["sh", "-c", _MOUNT_RUN + ' && mount -o remount,ro /run && exec "$@"', "sh"]
 
 
 def can_unshare() -> bool:
@@ -130,6 +136,7 @@ class Booted:
         pid1: bool = True,
         preexec: Callable[[], None] | None = None,
         stdin: int | None = subprocess.DEVNULL,
+        s6_paths: bool | str = False,
     ) -> None:
         self.tree = tree
         self.lines: list[str] = []
@@ -141,10 +148,15 @@ class Booted:
             "OVERLAY_ROOT": str(tree.root),
             "OVERLAY_RUN_DIR": str(tree.run_dir),
             "S6_SERVICES_GRACETIME": "3000",
+            # A test's PID 1 must never touch the host's /run: s6 paths only on a private tmpfs.
+            "OVERLAY_S6_PATHS": "1" if s6_paths else "0",
         }
         environment.update(env or {})
         self.socket = Path(environment.get("OVERLAY_SOCKET") or tree.socket)
         prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []
+        if s6_paths:
+            assert pid1, "the s6 paths need PID 1's private mount namespace for their tmpfs"
+            prefix += PRIVATE_RUN_READ_ONLY if s6_paths == "read-only" else PRIVATE_RUN
         self.argv = [*prefix, PYTHON, "-m", "overlayd", *cmd]
         self.pid1 = pid1
         self.started = time.monotonic()
@@ -251,6 +263,19 @@ class Booted:
             text=True,
             timeout=timeout,
             env={**os.environ, "OVERLAY_SOCKET": str(self.socket)},
+        )
+
+    def in_ns(
+        self, *argv: str, timeout: float = DEADLINE, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run argv in overlayd's mount namespace (where its /run tmpfs is), as a user would
+        with `docker exec`; returns the CompletedProcess (text)."""
+        return subprocess.run(
+            ["nsenter", "-t", str(self.init_pid), "-m", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "OVERLAY_SOCKET": str(self.socket), **(env or {})},
         )
 
     # --- lifetime --------------------------------------------------------------------------

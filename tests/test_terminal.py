@@ -50,6 +50,7 @@ class TtyBooted:
             "OVERLAY_ROOT": str(tree.root),
             "OVERLAY_RUN_DIR": str(tree.run_dir),
             "S6_SERVICES_GRACETIME": "3000",
+            "OVERLAY_S6_PATHS": "0",  # a test's PID 1 never touches the host's /run
         }
         try:
             self.proc = subprocess.Popen(

@@ -106,6 +106,7 @@ def main() -> int:
         "OVERLAY_RUN_DIR": run_dir,
         "DEMO_PORT": str(port),
         "S6_SERVICES_GRACETIME": "2000",
+        "OVERLAY_S6_PATHS": "0",  # the demo's PID 1 must not make /run/s6 on the host
     }
     prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if as_pid1 else []
     banner("booting overlayd" + (" as PID 1 in a new PID namespace" if as_pid1 else ""))
