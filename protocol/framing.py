@@ -22,6 +22,10 @@ MAX_DEPTH = 32
 #: half a second and ~70 MB to decode; this caps that at a few ms while leaving room for a
 #: status reply about thousands of services.
 MAX_CONTAINERS = 1 << 16
+#: Bytes a decoder's buffer starts with (msgpack's default would be MAX_FRAME, 1 MiB each).
+INITIAL_BUFFER = 4 << 10
+#: A decoder whose buffer grew past this for one large message gets a fresh one afterwards.
+SHRINK_ABOVE = 64 << 10
 
 REQUEST = 0
 RESPONSE = 1
@@ -63,6 +67,46 @@ def _check_value(root: object) -> None:
                 stack.append((item, depth + 1))
 
 
+class _ContainerBudget:
+    """Counts arrays and maps of the message being decoded (``MAX_CONTAINERS``).
+
+    The unpacker calls it as its list and object hook. It is its own small object, not a bound
+    method of the Decoder: a hook bound to the Decoder would make Decoder and Unpacker a
+    reference cycle, freed only by the cyclic GC, so every closed connection's buffers would
+    linger until a collection.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, container: object) -> object:
+        self.count += 1
+        if self.count > MAX_CONTAINERS:
+            raise ProtocolError(BAD_REQUEST, f"message has more than {MAX_CONTAINERS} containers")
+        return container
+
+
+def _new_unpacker(budget: _ContainerBudget) -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        # read_size is the buffer allocated up front; its default is max_buffer_size (1 MiB
+        # per connection). The buffer grows on demand up to MAX_FRAME.
+        read_size=INITIAL_BUFFER,
+        max_buffer_size=MAX_FRAME,
+        raw=False,
+        strict_map_key=False,
+        max_str_len=MAX_FRAME,
+        max_bin_len=MAX_FRAME,
+        max_array_len=MAX_ITEMS,
+        max_map_len=MAX_ITEMS,
+        max_ext_len=MAX_FRAME,
+        ext_hook=_reject_ext,
+        list_hook=budget,
+        object_hook=budget,
+    )
+
+
 class Decoder:
     """Streaming decoder for one connection: ``feed`` bytes as they arrive, get whole messages.
 
@@ -71,27 +115,25 @@ class Decoder:
     ``bad_request``, and nothing else ever escapes. msgpack has no resync point, so after an
     error the decoder is poisoned: every later ``feed`` raises too, and the connection should be
     closed. Messages decoded in the same ``feed`` call before the error are discarded with it.
+
+    A server that wants to decode a few messages at a time (so pipelined requests cost no
+    memory until served) uses ``push`` and ``pull(limit)`` instead of ``feed``.
+
+    Memory: the unpacker starts with an ``INITIAL_BUFFER`` buffer and grows it to hold the
+    largest frame seen (at most twice ``MAX_FRAME``'s needs, as msgpack doubles); once a frame
+    over ``SHRINK_ABOVE`` bytes is done and nothing else is buffered, a fresh unpacker replaces
+    the grown one, so one big message does not pin a large buffer for the connection's life.
     """
 
-    __slots__ = ("_containers", "_error", "_fed", "_frame_start", "_unpacker")
+    __slots__ = ("_budget", "_error", "_fed", "_frame_start", "_peak", "_pending", "_unpacker")
 
     def __init__(self) -> None:
-        self._unpacker = msgpack.Unpacker(
-            max_buffer_size=MAX_FRAME,
-            raw=False,
-            strict_map_key=False,
-            max_str_len=MAX_FRAME,
-            max_bin_len=MAX_FRAME,
-            max_array_len=MAX_ITEMS,
-            max_map_len=MAX_ITEMS,
-            max_ext_len=MAX_FRAME,
-            ext_hook=_reject_ext,
-            list_hook=self._count,
-            object_hook=self._count,
-        )
-        self._containers = 0  # arrays and maps completed in the message being decoded
-        self._fed = 0  # bytes fed so far
-        self._frame_start = 0  # stream offset where the message being decoded begins
+        self._budget = _ContainerBudget()
+        self._unpacker = _new_unpacker(self._budget)
+        self._fed = 0  # bytes given to the unpacker since it was created
+        self._frame_start = 0  # unpacker offset where the message being decoded begins
+        self._peak = 0  # most bytes the unpacker held since it was created
+        self._pending = b""  # pushed, not yet given to the unpacker
         self._error: ProtocolError | None = None
 
     @property
@@ -101,17 +143,30 @@ class Decoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes received of a message not yet complete (0 between messages)."""
-        return self._fed - self._frame_start
+        """Bytes held that are not yet decoded: pushed bytes and an incomplete message."""
+        return self._fed - self._frame_start + len(self._pending)
 
     def feed(self, data: bytes) -> list[object]:
         """Add ``data`` (any bytes-like) and return every message it completes, in order."""
-        if self._error is not None:
-            raise ProtocolError(
-                BAD_REQUEST, f"stream unusable after an earlier error: {self._error.message}"
-            )
+        self.push(data)
+        return self.pull()
+
+    def push(self, data: bytes) -> None:
+        """Add ``data`` without decoding it yet (``pull`` does)."""
+        self._check_usable()
+        if type(data) is not bytes:
+            try:
+                data = bytes(memoryview(data).cast("B"))
+            except (TypeError, ValueError) as exc:
+                self._error = ProtocolError(BAD_REQUEST, f"malformed message: {exc}")
+                raise self._error from exc
+        self._pending = self._pending + data if self._pending else data
+
+    def pull(self, limit: int | None = None) -> list[object]:
+        """Decode and return up to ``limit`` (default: all) whole messages held, in order."""
+        self._check_usable()
         try:
-            return self._feed(data)
+            return self._pull(limit)
         except ProtocolError as exc:
             self._error = exc
             raise
@@ -119,36 +174,44 @@ class Decoder:
             self._error = ProtocolError(BAD_REQUEST, f"malformed message: {exc}")
             raise self._error from exc
 
-    def _feed(self, data: bytes) -> list[object]:
-        view = memoryview(data).cast("B")
-        unpacker = self._unpacker
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise ProtocolError(
+                BAD_REQUEST, f"stream unusable after an earlier error: {self._error.message}"
+            )
+
+    def _pull(self, limit: int | None) -> list[object]:
         messages: list[object] = []
-        pos, end = 0, len(view)
-        while pos < end:
-            # Feed no more than the current frame may still grow by: the unpacker's buffer then
-            # never holds more than one frame, and many small pipelined messages never add up
-            # to a false "buffer full".
-            room = MAX_FRAME - (self._fed - self._frame_start)
-            chunk = view[pos : pos + room]
-            unpacker.feed(chunk)
-            self._fed += len(chunk)
-            pos += len(chunk)
+        unpacker = self._unpacker
+        budget = self._budget
+        while True:
             for message in unpacker:
                 self._frame_start = unpacker.tell()
-                self._containers = 0
+                budget.count = 0
                 _check_value(message)
                 messages.append(message)
+                if limit is not None and len(messages) >= limit:
+                    return messages
             if self._fed - self._frame_start >= MAX_FRAME:
                 # MAX_FRAME bytes in and the message is still incomplete: it is over the cap.
                 raise ProtocolError(BAD_REQUEST, f"message larger than {MAX_FRAME} bytes")
+            if not self._pending:
+                break
+            # Feed no more than the current frame may still grow by: the unpacker's buffer then
+            # never holds more than one frame, and many small pipelined messages never add up
+            # to a false "buffer full".
+            held = self._fed - self._frame_start
+            room = MAX_FRAME - held
+            view = memoryview(self._pending)
+            chunk = view[:room]
+            unpacker.feed(chunk)
+            self._pending = bytes(view[room:]) if len(view) > room else b""
+            self._fed += len(chunk)
+            self._peak = max(self._peak, held + len(chunk))
+        if self._peak > SHRINK_ABOVE and self._fed == self._frame_start:
+            self._unpacker = _new_unpacker(budget)  # between frames: nothing is lost
+            self._fed = self._frame_start = self._peak = 0
         return messages
-
-    def _count(self, container: object) -> object:
-        """Unpacker hook run for each array and map: enforces ``MAX_CONTAINERS`` as it goes."""
-        self._containers += 1
-        if self._containers > MAX_CONTAINERS:
-            raise ProtocolError(BAD_REQUEST, f"message has more than {MAX_CONTAINERS} containers")
-        return container
 
 
 def _pack(message: list[object]) -> bytes:
