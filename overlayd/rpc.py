@@ -38,6 +38,7 @@ import select
 import socket
 import struct
 from collections import deque
+from collections.abc import Callable
 
 from protocol import (
     INTERNAL,
@@ -103,7 +104,8 @@ MAX_BUFFER_ENV = "OVERLAY_RPC_MAX_BUFFER"
 ERROR_NOTIFICATION = "error"
 #: Notification sent to a subscriber that did not read its notifications, before it is dropped.
 OVERFLOW_NOTIFICATION = "overflow"
-#: Handlers that may answer later (return a Future), counted against MAX_PENDING.
+#: Handlers that may answer later (return a Future), counted against MAX_PENDING (and so is
+#: `status` with details, answered once its process walk is done).
 DEFERRED_METHODS = frozenset({"wait"})
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _MAX_ERROR_TEXT = 300
@@ -138,6 +140,27 @@ def error_frame(exc: ProtocolError, msgid: int | None) -> bytes:
     if msgid is None:
         return pack_notification(ERROR_NOTIFICATION, [exc.to_wire()])
     return pack_response(msgid, exc.to_wire(), None)
+
+
+def escape_text(value: object) -> object:
+    """``value`` with every str made encodable: lone surrogates (bytes that were not UTF-8 in
+    a file name) shown as ``\\xNN``. Used only when a message failed to encode."""
+    kind = type(value)
+    if kind is str:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if kind is list or kind is tuple:
+        return [escape_text(item) for item in value]
+    if kind is dict:
+        return {escape_text(key): escape_text(item) for key, item in value.items()}
+    return value
+
+
+def _pack_escaped(pack: Callable[..., bytes], *args: object) -> bytes:
+    """``pack(*args)``; if that fails, once more with every string escaped (see escape_text)."""
+    try:
+        return pack(*args)
+    except ProtocolError:
+        return pack(*(escape_text(arg) for arg in args))
 
 
 def _shorten(text: str) -> str:
@@ -300,7 +323,7 @@ class ControlServer:
                     + ", ".join(sorted(READ_ONLY_METHODS)),
                 )
             params = validate_request(request)
-            if method in DEFERRED_METHODS:
+            if method in DEFERRED_METHODS or (method == "status" and params[1:2] == [True]):
                 self._check_wait_quota(conn, method)
             result = handlers.HANDLERS[method](conn, *params)
         except ProtocolError as exc:
@@ -343,7 +366,11 @@ class ControlServer:
                 self.container.supervisor.remove_listener(self._listener)
 
     def _on_state(self, service: Service) -> None:
-        frame = pack_notification(STATE_NOTIFICATION, [service.record()])
+        try:
+            frame = _pack_escaped(pack_notification, STATE_NOTIFICATION, [service.record()])
+        except ProtocolError as exc:
+            log.error(f"control: cannot send a state notification: {exc.message}")
+            return
         for conn in list(self.subscribers):
             conn.notify(frame)
 
@@ -574,7 +601,8 @@ class Connection:
     def respond(self, msgid: int, error: ProtocolError | None, result: object) -> None:
         """Send the response to ``msgid``."""
         try:
-            frame = pack_response(msgid, None if error is None else error.to_wire(), result)
+            wire = None if error is None else error.to_wire()
+            frame = _pack_escaped(pack_response, msgid, wire, result)
         except ProtocolError as exc:  # the result cannot be encoded or is over MAX_FRAME
             log.error(f"control: cannot send a reply: {exc.message}")
             frame = pack_response(msgid, ProtocolError(INTERNAL, exc.message).to_wire(), None)

@@ -24,6 +24,8 @@ MAX_DEPTH = 32
 MAX_CONTAINERS = 1 << 16
 #: Bytes a decoder's buffer starts with (msgpack's default would be MAX_FRAME, 1 MiB each).
 INITIAL_BUFFER = 4 << 10
+#: Bytes given to the unpacker at a time while messages are small.
+FEED_CHUNK = 4 << 10
 #: A decoder whose buffer grew past this for one large message gets a fresh one afterwards.
 SHRINK_ABOVE = 64 << 10
 
@@ -107,6 +109,11 @@ def _new_unpacker(budget: _ContainerBudget) -> msgpack.Unpacker:
     )
 
 
+#: Idle unpackers kept for reuse (see Decoder): each costs ~45 KiB, mostly its parse stack.
+POOL_SIZE = 4
+_pool: list[tuple[msgpack.Unpacker, _ContainerBudget]] = []
+
+
 class Decoder:
     """Streaming decoder for one connection: ``feed`` bytes as they arrive, get whole messages.
 
@@ -119,20 +126,22 @@ class Decoder:
     A server that wants to decode a few messages at a time (so pipelined requests cost no
     memory until served) uses ``push`` and ``pull(limit)`` instead of ``feed``.
 
-    Memory: the unpacker starts with an ``INITIAL_BUFFER`` buffer and grows it to hold the
-    largest frame seen (at most twice ``MAX_FRAME``'s needs, as msgpack doubles); once a frame
-    over ``SHRINK_ABOVE`` bytes is done and nothing else is buffered, a fresh unpacker replaces
-    the grown one, so one big message does not pin a large buffer for the connection's life.
+    Memory: a msgpack Unpacker costs ~45 KiB even when empty (its parse stack is part of it),
+    so a decoder holds one only while it has bytes to decode or a frame half received; between
+    frames it gives it back to a small shared pool. Idle connections therefore cost no
+    unpacker. An unpacker starts with an ``INITIAL_BUFFER`` buffer (msgpack's default would be
+    MAX_FRAME) and grows it for a large frame; one that grew past ``SHRINK_ABOVE`` is dropped
+    after that frame instead of pooled, so one big message does not pin a big buffer.
     """
 
     __slots__ = ("_budget", "_error", "_fed", "_frame_start", "_peak", "_pending", "_unpacker")
 
     def __init__(self) -> None:
-        self._budget = _ContainerBudget()
-        self._unpacker = _new_unpacker(self._budget)
-        self._fed = 0  # bytes given to the unpacker since it was created
+        self._unpacker: msgpack.Unpacker | None = None  # held only while mid-stream
+        self._budget: _ContainerBudget | None = None
+        self._fed = 0  # unpacker offset: bytes given to it
         self._frame_start = 0  # unpacker offset where the message being decoded begins
-        self._peak = 0  # most bytes the unpacker held since it was created
+        self._peak = 0  # most bytes the unpacker held since this decoder took it
         self._pending = b""  # pushed, not yet given to the unpacker
         self._error: ProtocolError | None = None
 
@@ -167,10 +176,12 @@ class Decoder:
         self._check_usable()
         try:
             return self._pull(limit)
-        except ProtocolError as exc:
-            self._error = exc
-            raise
-        except Exception as exc:  # msgpack raises many types; the contract is one type
+        except Exception as exc:
+            self._unpacker = self._budget = None  # its state is unknown: never pooled
+            if isinstance(exc, ProtocolError):
+                self._error = exc
+                raise
+            # msgpack raises many types; the contract is one type
             self._error = ProtocolError(BAD_REQUEST, f"malformed message: {exc}")
             raise self._error from exc
 
@@ -180,17 +191,32 @@ class Decoder:
                 BAD_REQUEST, f"stream unusable after an earlier error: {self._error.message}"
             )
 
+    def _take_unpacker(self) -> msgpack.Unpacker:
+        if _pool:
+            self._unpacker, self._budget = _pool.pop()
+        else:
+            self._budget = _ContainerBudget()
+            self._unpacker = _new_unpacker(self._budget)
+        self._fed = self._frame_start = self._unpacker.tell()
+        self._peak = 0
+        return self._unpacker
+
     def _pull(self, limit: int | None) -> list[object]:
         messages: list[object] = []
         unpacker = self._unpacker
+        if unpacker is None:
+            if not self._pending:
+                return messages
+            unpacker = self._take_unpacker()
         budget = self._budget
         while True:
             for message in unpacker:
                 self._frame_start = unpacker.tell()
-                budget.count = 0
+                budget.count = 0  # type: ignore[union-attr]
                 _check_value(message)
                 messages.append(message)
                 if limit is not None and len(messages) >= limit:
+                    self._hand_back(unpacker, at_boundary=True)
                     return messages
             if self._fed - self._frame_start >= MAX_FRAME:
                 # MAX_FRAME bytes in and the message is still incomplete: it is over the cap.
@@ -200,18 +226,35 @@ class Decoder:
             # Feed no more than the current frame may still grow by: the unpacker's buffer then
             # never holds more than one frame, and many small pipelined messages never add up
             # to a false "buffer full".
+            # Fed FEED_CHUNK at a time, so little is left undecoded when `limit` is reached.
             held = self._fed - self._frame_start
-            room = MAX_FRAME - held
+            size = min(MAX_FRAME - held, FEED_CHUNK if held < FEED_CHUNK else MAX_FRAME)
             view = memoryview(self._pending)
-            chunk = view[:room]
+            chunk = view[:size]
             unpacker.feed(chunk)
-            self._pending = bytes(view[room:]) if len(view) > room else b""
+            self._pending = bytes(view[size:]) if len(view) > size else b""
             self._fed += len(chunk)
             self._peak = max(self._peak, held + len(chunk))
-        if self._peak > SHRINK_ABOVE and self._fed == self._frame_start:
-            self._unpacker = _new_unpacker(budget)  # between frames: nothing is lost
-            self._fed = self._frame_start = self._peak = 0
+        self._hand_back(unpacker)
         return messages
+
+    def _hand_back(self, unpacker: msgpack.Unpacker, at_boundary: bool = False) -> None:
+        """Return the unpacker to the pool when no message is half decoded in it.
+
+        Right after a message (``at_boundary``) its parse state is clean, so bytes it was fed
+        but has not decoded yet (pipelined requests beyond ``limit``) are read back out of it,
+        in front of the pending ones. Otherwise only an unpacker that holds nothing is given
+        back: a frame still incomplete lives in its parse state, and keeps it busy.
+        """
+        held = self._fed - self._frame_start
+        if held and not at_boundary:
+            return
+        if held:
+            self._pending = unpacker.read_bytes(held) + self._pending
+        if self._peak <= SHRINK_ABOVE and len(_pool) < POOL_SIZE:
+            _pool.append((unpacker, self._budget))  # type: ignore[arg-type]
+        self._unpacker = self._budget = None
+        self._fed = self._frame_start = 0
 
 
 def _pack(message: list[object]) -> bytes:
