@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from overlayctl.client import Client, Refused
+from overlayctl.client import Client, Refused, RemoteError
 from protocol import Decoder, pack_request
 from tests import abusers
 from tests.conftest import needs_root
-from tests.harness import PYTHON, REPO, Booted, Tree, wait_until
+from tests.harness import PYTHON, REPO, Booted, Tree, _children, wait_until
 
 pytestmark = needs_root
 
@@ -117,9 +118,9 @@ def test_abandoned_waits_are_freed_when_their_clients_hang_up(pid1: Callable) ->
     assert abusers.abandoned_waits(booted.socket_path, 1_500) > 0
     after = assert_within_bound(booted, before)
     # Nothing is waiting any more: a fresh wait on `never` is accepted (no quota left taken).
-    with Client(booted.socket_path, timeout=20) as client:  # type: ignore[attr-defined]
-        with pytest.raises(Exception, match="timed out"):
-            client.wait("up", ["never"], 0.2)
+    client = Client(booted.socket_path, timeout=20)  # type: ignore[attr-defined]
+    with client, pytest.raises(RemoteError, match="timed out"):
+        client.wait("up", ["never"], 0.2)
     assert after["VmRSS"] <= RSS_BOUND_KB
 
 
@@ -152,3 +153,175 @@ def read_until_closed(sock: socket.socket, timeout: float = 20.0) -> list[list[o
     while data := sock.recv(1 << 16):
         messages.extend(decoder.feed(data))  # type: ignore[arg-type]
     return messages
+
+
+# --- no lock-out, bounded delays ------------------------------------------------------------------
+
+#: Run as uid/gid 65534 (a member of OVERLAY_SOCKET_GROUP: read-only): open `count`
+#: connections that each send `hello` then `request`, report how many were served and how many
+#: refused, then hold them until stdin closes.
+HOLDER = """
+import json, socket, sys
+from protocol import Decoder, pack_request
+path, count = sys.argv[1], int(sys.argv[2])
+request = pack_request(0, "hello", []) + bytes.fromhex(sys.argv[3])
+held, refused = [], 0
+for _ in range(count):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(path)
+    try:
+        sock.sendall(request)
+        first = Decoder().feed(sock.recv(1 << 16))
+    except OSError:
+        first = []
+    if first and first[0][0] == 1:
+        held.append(sock)
+    else:
+        refused += 1
+        sock.close()
+print(json.dumps({"held": len(held), "refused": refused}), flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_as_nobody(path: str, count: int, request: bytes) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen(
+        [*NOBODY, PYTHON, "-c", HOLDER, path, str(count), request.hex()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(REPO),
+        env={"PATH": os.environ.get("PATH", os.defpath), "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, "the read-only client died"
+    return proc, json.loads(line)
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_read_only_subscribers_holding_every_slot_cannot_lock_root_out(
+    pid1: Callable, open_dir: Path
+) -> None:
+    path = str(open_dir / "control.sock")
+    booted = pid1(OVERLAY_SOCKET=path, OVERLAY_SOCKET_GROUP="65534")
+    before = rss(booted)
+    holder, counts = hold_as_nobody(path, 128, pack_request(1, "subscribe", []))
+    try:
+        assert counts == {"held": 32, "refused": 96}  # their own quota, not root's slots
+        check = booted.ctl("check")
+        assert (check.returncode, check.stderr) == (0, ""), check
+        stop = booted.ctl("stop", "s0")
+        assert stop.returncode == 0, stop
+        start = booted.ctl("start", "s0")
+        assert start.returncode == 0, start
+        # Root may open many more connections of its own meanwhile.
+        held = abusers.hold_connections(path, 100, pack_request(1, "hello", []))
+        assert len(held) == 100
+        assert booted.ctl("check").returncode == 0
+        abusers.close_all(held)
+        booted.wait_for("32 read-only clients connected; refusing more")
+    finally:
+        holder.communicate("", timeout=20)
+    assert_within_bound(booted, before)
+
+
+def test_health_check_answers_during_a_read_only_burst_of_pipelined_waits(
+    pid1: Callable, open_dir: Path
+) -> None:
+    path = str(open_dir / "control.sock")
+    booted = pid1(OVERLAY_SOCKET=path, OVERLAY_SOCKET_GROUP="65534")
+    before = rss(booted)
+    waits = b"".join(pack_request(i, "wait", ["up", ["never"], 600]) for i in range(64))
+    holder, counts = hold_as_nobody(path, 300, waits)
+    try:
+        assert counts["held"] == 32 and counts["refused"] == 268
+        started = time.monotonic()
+        check = booted.ctl("check")
+        took = time.monotonic() - started
+        print(f"health check during the burst: {took * 1000:.0f} ms")
+        assert (check.returncode, check.stderr) == (0, ""), check
+        # Read-only waits share a quota: 256 in flight, the rest refused, not queued.
+        with Client(path, timeout=20) as client:
+            assert client.wait("up", SERVICES, 5) is True
+    finally:
+        holder.communicate("", timeout=20)
+    assert_within_bound(booted, before)
+
+
+# --- never blocked on its own output ----------------------------------------------------------
+
+
+def fill_pipe(fd: int) -> int:
+    """Write into the pipe until it is full, as a stalled log reader leaves it; bytes written."""
+    os.set_blocking(fd, False)
+    total = 0
+    try:
+        while True:
+            total += os.write(fd, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(fd, True)
+    return total
+
+
+def test_stalled_log_reader_neither_stalls_pid1_nor_its_shutdown(tree: Tree) -> None:
+    for name in SERVICES[:2]:
+        tree.service(name, "exec sleep 100000")
+    read_end, write_end = os.pipe()
+    fill_pipe(write_end)  # the container's log reader has stopped reading: the pipe is full
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "OVERLAY_ROOT": str(tree.root),
+        "OVERLAY_RUN_DIR": str(tree.run_dir),
+        "S6_VERBOSITY": "3",  # a debug line per connection: plenty to block on
+    }
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-m", "overlayd"],
+        env=env, stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end,
+        cwd=str(tree.base),
+    )
+    try:
+        # It boots, supervises and answers although not one of its lines can go out.
+        wait_until(tree.socket.exists, 20, "the control socket")
+        with Client(str(tree.socket), timeout=20) as client:
+            assert client.wait("up", SERVICES[:2], 20) is True
+            for _ in range(200):
+                client.status()
+        for _ in range(1500):  # ~3 debug lines each: more than the log buffer holds
+            with Client(str(tree.socket), timeout=20) as client:
+                client.hello()
+        # The reader wakes up: the held lines come out, then how many were dropped.
+        drained = bytearray()
+
+        def drain_until(text: bytes) -> bool:
+            os.set_blocking(read_end, False)
+            try:
+                while chunk := os.read(read_end, 1 << 16):
+                    drained.extend(chunk)
+            except BlockingIOError:
+                pass
+            return text in drained
+
+        report = b"log line(s) dropped: stderr was not being read"
+        try:
+            wait_until(lambda: drain_until(report), 20, "the dropped-lines report")
+        except AssertionError:
+            raise AssertionError(bytes(drained[-3000:]).replace(b"x" * 64, b"")) from None
+        assert b"[overlayd] services.d: starting 2 service(s)" in drained
+        # Stalled again, it still shuts down at once on SIGTERM, with its exit code.
+        fill_pipe(write_end)
+        with Client(str(tree.socket), timeout=20) as client:
+            client.status()
+        [init] = wait_until(lambda: _children(proc.pid), 5, "overlayd")  # type: ignore[misc]
+        os.kill(init, signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(read_end)
+        os.close(write_end)
