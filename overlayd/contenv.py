@@ -157,11 +157,12 @@ class _Store:
                     if old is None or old[1] != value:
                         changed = True
                     if value is not None and _too_large(name, value):
-                        log.warn(
-                            f"{name} in {directory} holds {info.st_size} bytes, more than the "
-                            f"kernel passes to a program ({MAX_VARIABLE} for NAME=VALUE); "
-                            "left out of the environment of every process started"
-                        )
+                        if old is None or old[0] != key:  # said once per change
+                            log.warn(
+                                f"{name} in {directory} holds {info.st_size} bytes, more than "
+                                f"the kernel passes to a program ({MAX_VARIABLE} for "
+                                "NAME=VALUE); left out of the environment of every process"
+                            )
                         value = None
                     files[name] = (key, value)
         if changed or files.keys() != self.files.keys():
