@@ -325,3 +325,71 @@ def test_stalled_log_reader_neither_stalls_pid1_nor_its_shutdown(tree: Tree) -> 
             proc.wait(10)
         os.close(read_end)
         os.close(write_end)
+
+
+def test_health_check_is_answered_while_a_root_burst_is_still_being_served(
+    pid1: Callable,
+) -> None:
+    booted = pid1()
+    before = rss(booted)
+    total = 100 * 1000
+    burst = abusers.hold_connections(
+        booted.socket_path, 100,  # type: ignore[attr-defined]
+        b"".join(pack_request(i, "check", []) for i in range(1000)),
+    )
+    assert len(burst) == 100
+    decoders = {sock: Decoder() for sock in burst}
+    with Client(booted.socket_path, timeout=60) as client:  # type: ignore[attr-defined]
+        assert client.check()["healthy"] is True
+    # Served in turn with the others, not after them: most of the burst is still unanswered.
+    answered = sum(len(read_available(sock, decoders[sock])) for sock in burst)
+    print(f"burst replies sent before the health check's: {answered} of {total}")
+    assert answered < total
+    for sock in burst:  # the rest of the burst is answered too
+        sock.setblocking(True)
+        sock.settimeout(60)
+        sock.shutdown(socket.SHUT_WR)
+        while data := sock.recv(1 << 16):
+            answered += len(decoders[sock].feed(data))
+    assert answered == total
+    abusers.close_all(burst)
+    assert_within_bound(booted, before)
+
+
+def read_available(sock: socket.socket, decoder: Decoder) -> list[object]:
+    """Messages already waiting in the socket, read without blocking."""
+    sock.setblocking(False)
+    messages: list[object] = []
+    try:
+        while data := sock.recv(1 << 16):
+            messages.extend(decoder.feed(data))
+    except BlockingIOError:
+        pass
+    return messages
+
+
+# --- status --details never stalls PID 1 --------------------------------------------------------
+
+
+def test_status_details_over_thousands_of_processes_does_not_hold_up_other_requests(
+    tree: Tree, boot: Callable[..., Booted]
+) -> None:
+    tree.service(
+        "crowd",
+        "for i in $(seq 2000); do sleep 100000 & done; echo >&3; exec sleep 100000",
+        files={"notification-fd": "3\n"},
+    )
+    boot()
+    wait_until(tree.socket.exists, 20, "the control socket")
+    with Client(str(tree.socket), timeout=60) as client:
+        client.wait("ready", ["crowd"], 60)
+    with abusers.connect(str(tree.socket), timeout=60) as sock:
+        sock.sendall(pack_request(1, "status", [[], True]) + pack_request(2, "hello", []))
+        decoder = Decoder()
+        replies: list[list[object]] = []
+        while len(replies) < 2:
+            replies.extend(decoder.feed(sock.recv(1 << 16)))  # type: ignore[arg-type]
+    # The hello sent after it was answered first: the walk did not hold the loop.
+    assert [r[1] for r in replies] == [2, 1]
+    [record] = replies[1][3]  # type: ignore[misc]
+    assert record["nprocs"] >= 2001 and record["rss"] > 0
