@@ -70,8 +70,15 @@ def _killpg(pgid: int | None, signum: int) -> None:
         return
     try:
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already gone
+    except ProcessLookupError:
+        # A child spawned an instant ago may not have run its setsid() yet: no such group,
+        # but the process (pgid is its pid) is there, its signals blocked until its exec.
+        try:
+            os.kill(pgid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass  # gone
+    except PermissionError:
+        pass
 
 
 class Service:
