@@ -13,7 +13,8 @@ states the resulting worst case):
   are decoded only when served, so pipelined bytes cost one ``RECV_SIZE`` read; a frame being
   received past ``INPUT_ALLOWANCE`` bytes needs one of ``LARGE_INPUTS`` shared slots;
 - output: replies and notifications not yet read by the peer are held up to ``max_buffer``
-  bytes (beyond what the kernel's socket buffer took); one reply larger than that needs one of
+  bytes (beyond what the kernel's socket buffer took), and while any are held that client's
+  next requests wait (back-pressure); one reply larger than that needs one of
   ``LARGE_OUTPUTS`` shared slots, else its caller gets a ``internal`` "busy" error instead;
   a subscriber past the bound gets an ``overflow`` notification and is dropped;
 - waits in flight: ``MAX_PENDING`` per connection, ``MAX_WAITS`` for root and overlayd's uid
@@ -73,7 +74,7 @@ MAX_CLIENTS = 128
 #: Connections of read-only clients at once (their own quota: they never take root's slots).
 READ_ONLY_CLIENTS = 32
 #: Bytes read from a connection at a time; read again only once what it held is served.
-RECV_SIZE = 16 << 10
+RECV_SIZE = 8 << 10
 #: Requests served per connection per loop turn (fairness between clients, bounded stalls).
 REQUESTS_PER_TURN = 8
 #: Requests served per loop turn over all connections, round-robin.
@@ -84,20 +85,22 @@ MAX_PENDING = 64
 MAX_WAITS = 1024
 READ_ONLY_WAITS = 256
 #: Bytes of an incomplete frame a connection may hold without a large-input slot.
-INPUT_ALLOWANCE = 64 << 10
+INPUT_ALLOWANCE = 16 << 10
 #: Connections that may be receiving a frame larger than INPUT_ALLOWANCE at once.
-LARGE_INPUTS = 4
+LARGE_INPUTS = 2
 #: Connections that may hold one reply larger than max_buffer at once.
-LARGE_OUTPUTS = 4
+LARGE_OUTPUTS = 2
 #: Connections accepted per readiness event, so a flood cannot monopolise one loop turn.
 ACCEPT_BATCH = 64
 #: Seconds to stop accepting after running out of fds (epoll is level-triggered: no busy loop).
 ACCEPT_PAUSE = 0.5
+#: Seconds between two "refusing more" lines of one class of clients.
+REFUSAL_LOG_INTERVAL = 10.0
 #: Seconds a dropped subscriber has to read its overflow notification before it is closed.
 OVERFLOW_GRACE = 2.0
 DEFAULT_IDLE_TIMEOUT = 30.0
 #: Unread output held per connection (DESIGN §5: a subscriber is dropped before 256 KiB).
-DEFAULT_MAX_BUFFER = 32 << 10
+DEFAULT_MAX_BUFFER = 16 << 10
 IDLE_TIMEOUT_ENV = "OVERLAY_RPC_IDLE_TIMEOUT"
 MAX_BUFFER_ENV = "OVERLAY_RPC_MAX_BUFFER"
 #: Notification carrying an error that answers no request (bad stream, too many clients).
@@ -226,7 +229,8 @@ class ControlServer:
         self._fd = self._sock.fileno()
         self._inode = os.stat(self.path).st_ino
         self._paused: Timer | None = None
-        self._full = [False, False]  # refusing clients since there last was room (per class)
+        self._refused = [0, 0]  # connections refused since the last line said so (per class)
+        self._refusal_logged = [-math.inf, -math.inf]
         self.loop.add_reader(self._fd, self._on_acceptable)
         log.debug(f"control socket listening at {self.path}")
 
@@ -269,9 +273,7 @@ class ControlServer:
         limit = READ_ONLY_CLIENTS if read_only else MAX_CLIENTS
         if self.counts[read_only] >= limit:
             who = "read-only clients" if read_only else "clients"
-            if not self._full[read_only]:  # one line per saturation, not one per refusal
-                self._full[read_only] = True
-                log.warn(f"control socket: {limit} {who} connected; refusing more")
+            self._note_refusal(read_only, f"{limit} {who}")
             _refuse(
                 sock,
                 ProtocolError(
@@ -286,6 +288,15 @@ class ControlServer:
         self.clients[conn.fd] = conn
         self.counts[read_only] += 1
         log.debug(f"control: client pid {pid} uid {uid} connected ({len(self.clients)} now)")
+
+    def _note_refusal(self, read_only: bool, what: str) -> None:
+        """One line per REFUSAL_LOG_INTERVAL, not one per refused connection."""
+        self._refused[read_only] += 1
+        now = self.loop.time()
+        if now - self._refusal_logged[read_only] >= REFUSAL_LOG_INTERVAL:
+            count, self._refused[read_only] = self._refused[read_only], 0
+            self._refusal_logged[read_only] = now
+            log.warn(f"control socket: {what} connected; refusing more ({count} refused)")
 
     # --- fair service ----------------------------------------------------------------------
     def ready(self, conn: Connection) -> None:
@@ -379,7 +390,6 @@ class ControlServer:
         if self.clients.get(conn.fd) is conn:
             del self.clients[conn.fd]
             self.counts[conn.read_only] -= 1
-            self._full[conn.read_only] = False
         self.unsubscribe(conn)
         self.large_inputs.discard(conn)
         self.large_outputs.discard(conn)
@@ -411,6 +421,7 @@ class Connection:
         "_decoder",
         "_doomed",
         "_eof",
+        "_held_back",
         "_last_active",
         "_out",
         "_queued",
@@ -449,6 +460,7 @@ class Connection:
         self._last_active = self.loop.time()
         self._timer: Timer | None = None
         self._queued = False  # in the server's ready queue
+        self._held_back = False  # requests wait until the peer reads its replies
         self._reading = True
         self.loop.add_reader(self.fd, self._on_readable)
         self._arm()
@@ -487,6 +499,9 @@ class Connection:
         if self._last_active + self.server.idle_timeout - self.loop.time() > 0.001:
             self._arm()  # there was activity since this timer was set
             return
+        if self._out:  # stalled by back-pressure: it stopped reading its replies
+            self._overflow()
+            return
         log.debug(f"control: client pid {self.peer_pid} idle; closing")
         self.close()
 
@@ -520,39 +535,49 @@ class Connection:
             self.server.ready(self)
 
     def work(self, limit: int) -> int:
-        """Serve up to ``limit`` requests held; return how many messages were taken.
+        """Serve up to ``limit`` requests held; return how many were served.
 
-        One recv can hold hundreds of pipelined requests; they are decoded only as they are
-        served, ``limit`` at a time, and the socket is read again once they are all served.
+        One recv can hold hundreds of pipelined requests; they are decoded one at a time as
+        they are served, and the socket is read again once they are all served. While replies
+        wait for the peer to read them, its requests wait too (back-pressure): a client that
+        pipelines without reading stalls itself, holding at most ``max_buffer`` plus one
+        reply, until it reads or its idle timeout closes it.
         """
         self._queued = False
-        if self._closed or self._doomed:
-            return 0
-        try:
-            messages = self._decoder.pull(limit)
-        except ProtocolError as exc:
-            self._fail(exc, None)
-            return 1
-        for obj in messages:
+        served = 0
+        while served < limit:
+            if self._closed or self._doomed:
+                return served
+            if self._out:
+                self._held_back = True  # _on_writable queues it again once drained
+                return served
+            try:
+                messages = self._decoder.pull(1)
+            except ProtocolError as exc:
+                self._fail(exc, None)
+                return served + 1
+            if not messages:
+                break
+            served += 1
+            obj = messages[0]
             try:
                 message = parse_message(obj)
             except ProtocolError as exc:
                 self._fail(exc, request_msgid(obj))
-                return len(messages)
+                return served
             if type(message) is Request:
                 self._touch()
                 self.server.dispatch(self, message)
             # A response or notification from a client means nothing here: ignored.
-            if self._closed or self._doomed:
-                return len(messages)
-        if len(messages) >= limit:
+        else:
             self._queue()  # more may be held: its next share comes in a later round
-        elif self._claim_input_room():
+            return served
+        if self._claim_input_room():
             if not self._reading and not self._eof:
                 self._reading = True
                 self.loop.add_reader(self.fd, self._on_readable)
             self._maybe_finish()
-        return len(messages)
+        return served
 
     def _claim_input_room(self) -> bool:
         """Is the frame being received small, or can it have a large-input slot?"""
@@ -735,12 +760,17 @@ class Connection:
         if not self._out:
             self._out = bytearray()  # a grown buffer keeps its capacity: let it go
             self.loop.remove_writer(self.fd)
+            if self._held_back:
+                self._held_back = False
+                self._queue()
             self._maybe_finish()
 
     def _maybe_finish(self) -> None:
         if self._closed or self._out:
             return
-        if self._doomed or (self._eof and self.pending == 0 and not self._queued):
+        if self._doomed or (
+            self._eof and self.pending == 0 and not self._queued and not self._held_back
+        ):
             self.close()
 
     # --- closing -------------------------------------------------------------------------

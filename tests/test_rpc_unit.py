@@ -592,12 +592,14 @@ def test_subscriber_and_waiter_are_not_idle(h: Harness) -> None:
 
 
 def test_client_that_never_reads_is_dropped(h: Harness) -> None:
+    # Back-pressure stops serving it once its replies pile up; the idle timeout then drops it.
     h.server.max_buffer = 64 << 10
+    h.server.idle_timeout = 0.3
     h.container.add(*(FakeService(f"service-{i}") for i in range(20)))
     sock = h.raw()
     sock.setblocking(False)
     request = pack_request(1, "status", []) * 100
-    for _ in range(400):
+    for _ in range(1000):
         try:
             sock.send(request)
         except BlockingIOError:
