@@ -82,14 +82,14 @@ TURN_BUDGET = 128
 #: Waits in flight on one connection; more are refused with bad_request.
 MAX_PENDING = 64
 #: Waits in flight for root and overlayd's uid together, and for read-only clients together.
-MAX_WAITS = 1024
-READ_ONLY_WAITS = 256
+MAX_WAITS = 512
+READ_ONLY_WAITS = 128
 #: Bytes of an incomplete frame a connection may hold without a large-input slot.
 INPUT_ALLOWANCE = 16 << 10
 #: Connections that may be receiving a frame larger than INPUT_ALLOWANCE at once.
-LARGE_INPUTS = 2
+LARGE_INPUTS = 1
 #: Connections that may hold one reply larger than max_buffer at once.
-LARGE_OUTPUTS = 2
+LARGE_OUTPUTS = 1
 #: Connections accepted per readiness event, so a flood cannot monopolise one loop turn.
 ACCEPT_BATCH = 64
 #: Seconds to stop accepting after running out of fds (epoll is level-triggered: no busy loop).

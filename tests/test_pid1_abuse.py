@@ -244,7 +244,7 @@ def test_health_check_answers_during_a_read_only_burst_of_pipelined_waits(
         took = time.monotonic() - started
         print(f"health check during the burst: {took * 1000:.0f} ms")
         assert (check.returncode, check.stderr) == (0, ""), check
-        # Read-only waits share a quota: 256 in flight, the rest refused, not queued.
+        # Read-only waits share a quota of their own (128 in flight): root still waits.
         with Client(path, timeout=20) as client:
             assert client.wait("up", SERVICES, 5) is True
     finally:
