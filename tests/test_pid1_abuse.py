@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -34,15 +32,6 @@ RSS_BOUND_KB = 32 * 1024
 #: What a finished abuse may leave behind in RSS (allocator slack, not a leak).
 LEFT_BEHIND_KB = 4 * 1024
 SERVICES = [f"s{i}" for i in range(8)]
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory everyone can traverse, for a socket read-only users may reach."""
-    path = Path(tempfile.mkdtemp(prefix="overlayd-abuse-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -203,11 +192,20 @@ def hold_as_nobody(path: str, count: int, request: bytes) -> tuple[subprocess.Po
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
+@pytest.fixture
+def shared_pid1(pid1: Callable) -> Iterator[Booted]:
+    """overlayd whose socket members of group 65534 (read-only clients) may reach."""
+    with tempfile.TemporaryDirectory(prefix="overlayd-abuse-") as directory:
+        os.chmod(directory, 0o755)
+        path = os.path.join(directory, "control.sock")
+        yield pid1(OVERLAY_SOCKET=path, OVERLAY_SOCKET_GROUP="65534")
+
+
 def test_read_only_subscribers_holding_every_slot_cannot_lock_root_out(
-    pid1: Callable, open_dir: Path
+    shared_pid1: Booted,
 ) -> None:
-    path = str(open_dir / "control.sock")
-    booted = pid1(OVERLAY_SOCKET=path, OVERLAY_SOCKET_GROUP="65534")
+    booted = shared_pid1
+    path = booted.socket_path  # type: ignore[attr-defined]
     before = rss(booted)
     holder, counts = hold_as_nobody(path, 128, pack_request(1, "subscribe", []))
     try:
@@ -230,13 +228,12 @@ def test_read_only_subscribers_holding_every_slot_cannot_lock_root_out(
 
 
 def test_health_check_answers_during_a_read_only_burst_of_pipelined_waits(
-    pid1: Callable, open_dir: Path
+    shared_pid1: Booted,
 ) -> None:
-    path = str(open_dir / "control.sock")
-    booted = pid1(OVERLAY_SOCKET=path, OVERLAY_SOCKET_GROUP="65534")
+    booted = shared_pid1
     before = rss(booted)
     waits = b"".join(pack_request(i, "wait", ["up", ["never"], 600]) for i in range(64))
-    holder, counts = hold_as_nobody(path, 300, waits)
+    holder, counts = hold_as_nobody(booted.socket_path, 300, waits)  # type: ignore[attr-defined]
     try:
         assert counts["held"] == 32 and counts["refused"] == 268
         started = time.monotonic()
@@ -245,7 +242,7 @@ def test_health_check_answers_during_a_read_only_burst_of_pipelined_waits(
         print(f"health check during the burst: {took * 1000:.0f} ms")
         assert (check.returncode, check.stderr) == (0, ""), check
         # Read-only waits share a quota of their own (128 in flight): root still waits.
-        with Client(path, timeout=20) as client:
+        with Client(booted.socket_path, timeout=20) as client:  # type: ignore[attr-defined]
             assert client.wait("up", SERVICES, 5) is True
     finally:
         holder.communicate("", timeout=20)
