@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 
 from . import log
+from .dirwatch import DirWatch
 
 DEFAULT_RUN_DIR = "/run/overlay"
 
@@ -82,7 +83,9 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
                 os.close(fd)
     finally:
         os.close(dir_fd)
-    _cache.pop(directory, None)
+    stale = _cache.pop(directory, None)
+    if stale is not None:
+        stale.close()
 
 
 def _read_value(path: str) -> str | None:
@@ -122,18 +125,27 @@ class _Store:
     (file timestamps move in coarse ticks, a few ms: the "racy" case, as git's index has it).
     """
 
-    __slots__ = ("environ", "files", "looked")
+    __slots__ = ("environ", "files", "links", "looked", "watch", "watch_failed")
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[tuple[int, int, int, int], str | None]] = {}
         self.environ: dict[str, str] = {}
         self.looked = 0  # time.time_ns() of the last look
+        self.links = False  # some entry is a symlink: its target can change unseen by inotify
+        self.watch: DirWatch | None = None
+        self.watch_failed = False
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
 
     def refresh(self, directory: str) -> dict[str, str]:
         now = time.time_ns()
         racy_after = self.looked - RACY_NS
         files: dict[str, tuple[tuple[int, int, int, int], str | None]] = {}
         changed = False
+        links = False
         try:
             entries = os.scandir(directory)
         except OSError:
@@ -145,6 +157,7 @@ class _Store:
                     if name.startswith(".") or not _valid_name(name):
                         continue
                     try:
+                        links = links or entry.is_symlink()
                         info = entry.stat()  # follows a link, as open() does
                     except OSError:
                         continue
@@ -170,6 +183,7 @@ class _Store:
             _check_total(directory, self.environ)
         self.files = files
         self.looked = now
+        self.links = links
         return self.environ
 
 
@@ -183,6 +197,8 @@ def _too_large(name: str, value: str) -> bool:
 RACY_NS = 1_000_000_000
 #: Longest NAME=VALUE the kernel passes to a program (MAX_ARG_STRLEN, 32 pages).
 MAX_VARIABLE = 32 * 4096
+#: Stores with at least this many files are watched with inotify (see load).
+WATCH_ABOVE = 256
 _cache: dict[str, _Store] = {}
 
 
@@ -207,12 +223,26 @@ def _check_total(directory: str, environ: dict[str, str]) -> None:
 def load(directory: str) -> dict[str, str]:
     """The directory as a mapping (a fresh copy); unreadable entries are skipped.
 
-    Cached: only files whose stat changed are read again, so a spawn over a store of
-    thousands of variables costs a directory scan, not thousands of reads.
+    Cached: only files whose stat changed are read again. A store of WATCH_ABOVE files or
+    more is also watched with inotify, so while nothing changes a spawn costs one read() of
+    the watch, not a scan of thousands of files.
     """
     store = _cache.get(directory)
     if store is None:
         store = _cache[directory] = _Store()
+    watch = store.watch
+    if watch is not None and watch.alive and not watch.changed():
+        return dict(store.environ)  # inotify saw nothing: no scan at all
+    if (
+        (watch is None or not watch.alive)
+        and len(store.files) >= WATCH_ABOVE
+        and not store.links
+        and not store.watch_failed
+    ):
+        try:
+            store.watch = DirWatch(directory)  # before the scan: nothing in between is missed
+        except OSError:
+            store.watch_failed = True  # no inotify here: stat every file at each look
     return dict(store.refresh(directory))
 
 

@@ -265,3 +265,15 @@ def test_service_name_that_is_not_utf8_is_shown_escaped_and_status_works_for_all
     stop = booted.ctl("stop", "caf\\xe9")
     assert stop.returncode == 0, stop.stderr
     assert booted.ctl("status", "web").returncode == 0
+
+
+def test_watched_store_sees_a_same_size_rewrite_at_once(tmp_path: Path) -> None:
+    store = tmp_path / "container_environment"
+    contenv.save(str(store), {f"V{i}": "old" for i in range(contenv.WATCH_ABOVE + 10)})
+    assert contenv.load(str(store))["V1"] == "old"
+    assert contenv.load(str(store))["V1"] == "old"  # now watched
+    (store / "V1").write_text("new")  # same size, same timestamp tick
+    assert contenv.load(str(store))["V1"] == "new"
+    (store / "V2").write_text("gen")
+    (store / "V2").chmod(0o600)
+    assert contenv.load(str(store))["V2"] == "gen"
