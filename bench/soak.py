@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from overlayctl.client import Client, ClientError
+from overlayctl.client import Client, ClientError, RemoteError
 from tests import abusers
 from tests.harness import Booted, Tree, wait_until
 
@@ -41,8 +41,17 @@ def boot(base: Path, extra: Callable[[Tree], None] | None = None) -> Booted:
         env["PYTHONPATH"] = os.environ["SOAK_PYTHONPATH"]
     booted = Booted(tree, env=env)
     wait_until(booted.socket.exists, 20, "the control socket")
-    with Client(str(booted.socket), timeout=20) as client:
-        client.wait("up", SERVICES, 20)
+
+    def services_up() -> bool:
+        try:
+            with Client(str(booted.socket), timeout=20) as client:
+                return client.wait("up", SERVICES, 20)
+        except RemoteError as exc:
+            if exc.code != "no_such_service":
+                raise
+            return False  # not defined yet: cont-init.d is still running
+
+    wait_until(services_up, 120, "the services up")
     return booted
 
 

@@ -128,7 +128,7 @@ class _Store:
     __slots__ = ("environ", "files", "links", "looked", "watch", "watch_failed")
 
     def __init__(self) -> None:
-        self.files: dict[str, tuple[tuple[int, int, int, int], str | None]] = {}
+        self.files: dict[str, tuple[int, str | None]] = {}
         self.environ: dict[str, str] = {}
         self.looked = 0  # time.time_ns() of the last look
         self.links = False  # some entry is a symlink: its target can change unseen by inotify
@@ -143,7 +143,7 @@ class _Store:
     def refresh(self, directory: str) -> dict[str, str]:
         now = time.time_ns()
         racy_after = self.looked - RACY_NS
-        files: dict[str, tuple[tuple[int, int, int, int], str | None]] = {}
+        files: dict[str, tuple[int, str | None]] = {}
         changed = False
         links = False
         try:
@@ -161,7 +161,8 @@ class _Store:
                         info = entry.stat()  # follows a link, as open() does
                     except OSError:
                         continue
-                    key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+                    # One int, not a tuple of four: 20,000 variables cost ~3 MB less.
+                    key = hash((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
                     old = self.files.get(name)
                     if old is not None and old[0] == key and info.st_ctime_ns < racy_after:
                         files[name] = old
