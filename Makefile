@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv s6-tools demo test lint bench bench-quick clean
+.PHONY: venv s6-tools demo test lint bench bench-quick soak clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,12 @@ bench: venv s6-tools
 bench-quick: venv s6-tools
 	$(BIN)/python -m compileall -q overlayd overlayctl protocol bench > /dev/null
 	BENCH_QUICK=1 $(BIN)/python -m bench
+
+# PID 1's memory under abusive clients, minutes long (README "PID 1 under abuse"): RSS over
+# time while 20 clients poll status for SOAK_SECONDS, then before/after/peak per abuse.
+SOAK_SECONDS ?= 600
+soak: venv
+	$(BIN)/python -m bench.soak $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -12,8 +12,13 @@ This module is also `with-contenv CMD…`, for shebangs written for s6-overlay.
 from __future__ import annotations
 
 import os
+import stat
 import sys
+import time
 from collections.abc import Mapping
+
+from . import log
+from .dirwatch import DirWatch
 
 DEFAULT_RUN_DIR = "/run/overlay"
 
@@ -26,50 +31,220 @@ def _valid_name(name: str) -> bool:
     return bool(name) and "/" not in name and "=" not in name and name not in (".", "..")
 
 
+def _make_private_dir(directory: str) -> int:
+    """``directory`` as a real directory of ours, mode 0700; an fd on it (O_NOFOLLOW).
+
+    A symlink (or anything not a directory) planted in its place is removed and replaced,
+    with a warning: following it would delete the target's files and write the environment,
+    secrets included, wherever it points.
+    """
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a directory"
+        target = f" to {os.readlink(directory)!r}" if stat.S_ISLNK(info.st_mode) else ""
+        log.warn(f"{directory} was {what}{target}; replaced by a directory (nothing followed)")
+        os.unlink(directory)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o700)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def save(directory: str, environ: Mapping[str, str]) -> None:
     """Write `environ` into `directory`, replacing whatever an earlier run left there."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.chmod(directory, 0o700)
-    for stale in os.listdir(directory):
-        path = os.path.join(directory, stale)
-        if os.path.isfile(path) or os.path.islink(path):
-            os.unlink(path)
-    for name, value in environ.items():
-        if not _valid_name(name):
-            continue
-        fd = os.open(
-            os.path.join(directory, name),
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-            0o600,
-        )
+    dir_fd = _make_private_dir(directory)
+    try:
+        for stale in os.listdir(dir_fd):
+            if not stat.S_ISDIR(os.stat(stale, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                os.unlink(stale, dir_fd=dir_fd)
+        for name, value in environ.items():
+            if not _valid_name(name):
+                continue
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o600,
+                dir_fd=dir_fd,
+            )
+            try:
+                os.fchmod(fd, 0o600)
+                os.write(fd, value.encode("utf-8", "surrogateescape"))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(dir_fd)
+    stale = _cache.pop(directory, None)
+    if stale is not None:
+        stale.close()
+
+
+def _read_value(path: str) -> str | None:
+    """One variable's value, or None when unreadable, not a regular file, or holding a NUL.
+
+    At most MAX_VARIABLE + 1 bytes are read: a longer value cannot be passed to a program.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks = []
+        size = 0
+        while size <= MAX_VARIABLE and (chunk := os.read(fd, MAX_VARIABLE + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if b"\0" in data:
+        return None
+    return data.decode("utf-8", "surrogateescape")
+
+
+class _Store:
+    """What one directory held at the last look: per file, its stat key and its value.
+
+    A file is read again only when its (inode, size, mtime, ctime) changed, or when it changed
+    so recently before the last look that a rewrite within the same timestamp tick could hide
+    (file timestamps move in coarse ticks, a few ms: the "racy" case, as git's index has it).
+    """
+
+    __slots__ = ("environ", "files", "links", "looked", "watch", "watch_failed")
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[int, str | None]] = {}
+        self.environ: dict[str, str] = {}
+        self.looked = 0  # time.time_ns() of the last look
+        self.links = False  # some entry is a symlink: its target can change unseen by inotify
+        self.watch: DirWatch | None = None
+        self.watch_failed = False
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+
+    def refresh(self, directory: str) -> dict[str, str]:
+        now = time.time_ns()
+        racy_after = self.looked - RACY_NS
+        files: dict[str, tuple[int, str | None]] = {}
+        changed = False
+        links = False
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, value.encode("utf-8", "surrogateescape"))
-        finally:
-            os.close(fd)
+            entries = os.scandir(directory)
+        except OSError:
+            entries = None
+        if entries is not None:
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith(".") or not _valid_name(name):
+                        continue
+                    try:
+                        links = links or entry.is_symlink()
+                        info = entry.stat()  # follows a link, as open() does
+                    except OSError:
+                        continue
+                    # One int, not a tuple of four: 20,000 variables cost ~3 MB less.
+                    key = hash((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+                    old = self.files.get(name)
+                    if old is not None and old[0] == key and info.st_ctime_ns < racy_after:
+                        files[name] = old
+                        continue
+                    value = _read_value(entry.path)
+                    if old is None or old[1] != value:
+                        changed = True
+                    if value is not None and _too_large(name, value):
+                        if old is None or old[0] != key:  # said once per change
+                            log.warn(
+                                f"{name} in {directory} holds {info.st_size} bytes, more than "
+                                f"the kernel passes to a program ({MAX_VARIABLE} for "
+                                "NAME=VALUE); left out of the environment of every process"
+                            )
+                        value = None
+                    files[name] = (key, value)
+        if changed or files.keys() != self.files.keys():
+            self.environ = {name: value for name, (_, value) in files.items() if value is not None}
+            _check_total(directory, self.environ)
+        self.files = files
+        self.looked = now
+        self.links = links
+        return self.environ
+
+
+def _too_large(name: str, value: str) -> bool:
+    if 4 * len(value) + len(name) + 1 < MAX_VARIABLE:  # at most 4 bytes per character
+        return False
+    return len(value.encode("utf-8", "surrogateescape")) + len(name) + 1 >= MAX_VARIABLE
+
+
+#: A file changed less than this before the last look is read again at the next one.
+RACY_NS = 1_000_000_000
+#: Longest NAME=VALUE the kernel passes to a program (MAX_ARG_STRLEN, 32 pages).
+MAX_VARIABLE = 32 * 4096
+#: Stores with at least this many files are watched with inotify (see load).
+WATCH_ABOVE = 256
+_cache: dict[str, _Store] = {}
+
+
+def _check_total(directory: str, environ: dict[str, str]) -> None:
+    """Warn, naming the largest variables, when the whole environment is too large to exec."""
+    try:
+        limit = os.sysconf("SC_ARG_MAX")
+    except (OSError, ValueError):
+        return
+    # Each string costs its bytes, a NUL and a pointer; leave a quarter for argv.
+    sizes = {name: len(name) + len(value) + 2 + 8 for name, value in environ.items()}
+    if sum(sizes.values()) <= limit * 3 // 4:
+        return
+    largest = sorted(sizes, key=sizes.__getitem__, reverse=True)[:3]
+    named = ", ".join(f"{name} ({sizes[name]} bytes)" for name in largest)
+    log.warn(
+        f"{directory}: the environment is {sum(sizes.values())} bytes, too large for the "
+        f"kernel to pass to a program ({limit}); the largest: {named}"
+    )
 
 
 def load(directory: str) -> dict[str, str]:
-    """Read the directory back into a mapping; unreadable entries are skipped."""
-    environ: dict[str, str] = {}
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return environ
-    for name in names:
-        if name.startswith(".") or not _valid_name(name):
-            continue
+    """The directory as a mapping (a fresh copy); unreadable entries are skipped.
+
+    Cached: only files whose stat changed are read again. A store of WATCH_ABOVE files or
+    more is also watched with inotify, so while nothing changes a spawn costs one read() of
+    the watch, not a scan of thousands of files.
+    """
+    store = _cache.get(directory)
+    if store is None:
+        store = _cache[directory] = _Store()
+    watch = store.watch
+    if watch is not None and watch.alive and not watch.changed():
+        return dict(store.environ)  # inotify saw nothing: no scan at all
+    if (
+        (watch is None or not watch.alive)
+        and len(store.files) >= WATCH_ABOVE
+        and not store.links
+        and not store.watch_failed
+    ):
         try:
-            with open(os.path.join(directory, name), "rb") as handle:
-                data = handle.read()
+            store.watch = DirWatch(directory)  # before the scan: nothing in between is missed
         except OSError:
-            continue
-        if data.endswith(b"\n"):
-            data = data[:-1]
-        if b"\0" in data:
-            continue
-        environ[name] = data.decode("utf-8", "surrogateescape")
-    return environ
+            store.watch_failed = True  # no inotify here: stat every file at each look
+    return dict(store.refresh(directory))
 
 
 def child_environment(run_dir: str, keep_env: bool) -> dict[str, str]:

@@ -9,8 +9,9 @@ outlives their caller's connection.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from protocol import (
     BAD_REQUEST,
@@ -25,7 +26,7 @@ from protocol import (
 from protocol.signals import signal_number as parse_signal
 from protocol.states import ALIVE, BACKOFF, FAILED, SETTLED, STARTING, UP, WANT_UP
 
-from . import __version__
+from . import __version__, log
 from .loop import TIMED_OUT, Future
 from .reaper import ExitStatus
 
@@ -128,62 +129,122 @@ def signal_number(sig: str | int) -> int:
 
 
 # --- psutil figures (status details) ---------------------------------------------------------
+#
+# Walking thousands of processes takes a second or more; done in one go it would stall PID 1.
+# So a walk examines DETAILS_SLICE processes per loop turn (other clients are served between
+# slices), only the services' own process trees are visited (through /proc/PID/task/TID/children,
+# never the whole process table), and walks are shared: a details request made while a walk
+# runs is answered by the next one, so any number of callers costs at most two walks.
 
-#: Processes whose CPU baseline psutil holds (pid, create time); pruned to the live trees.
-_cpu_seen: set[tuple[int, float]] = set()
+#: Processes examined per loop turn by a details walk.
+DETAILS_SLICE = 64
 NO_FIGURES: dict[str, object] = {"cpu_percent": None, "rss": None, "nprocs": None}
+#: Processes whose CPU baseline psutil holds: (pid, create time) → psutil.Process.
+_cpu_seen: dict[tuple[int, float], Any] = {}
+_walking: Future | None = None  # the walk in progress
+_after_walk: Future | None = None  # the walk that starts once it ends
 
 
-def process_figures(pids: list[int | None]) -> list[dict[str, object]]:
-    """cpu_percent, rss and nprocs of each pid's whole process tree (None for no pid).
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` from /proc (every thread's list)."""
+    kids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
+                kids.extend(map(int, handle.read().split()))
+        except OSError:
+            continue
+    return kids
 
-    psutil is imported here only, when someone asks. ``process_iter`` keeps one cached Process
-    per live pid, so cpu_percent is measured since the previous details call; a process seen
-    for the first time reports its lifetime average instead of psutil's meaningless 0.0.
-    """
+
+def _walk(pids: list[int], out: dict[int, dict[str, object]]) -> Iterator[None]:
+    """Fill ``out`` with each root pid's tree figures; yields every DETAILS_SLICE processes."""
     import psutil
 
-    children: dict[int, list[Any]] = {}
-    by_pid: dict[int, Any] = {}
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info.get("ppid")
-        by_pid[proc.pid] = proc
-        if ppid is not None:
-            children.setdefault(ppid, []).append(proc)
-    seen: set[tuple[int, float]] = set()
-    out = []
-    for pid in pids:
-        root = by_pid.get(pid) if pid is not None else None
-        if root is None:
-            out.append(dict(NO_FIGURES))
-            continue
+    seen: dict[tuple[int, float], Any] = {}
+    examined = 0
+    for root in pids:
         cpu, rss, count = 0.0, 0, 0
         pending = [root]
         while pending:
-            proc = pending.pop()
-            pending.extend(children.get(proc.pid, ()))
+            pid = pending.pop()
+            pending.extend(_children(pid))
             try:
+                proc = psutil.Process(pid)
+                key = (pid, proc.create_time())
+                proc = _cpu_seen.get(key, proc)  # the one holding the CPU baseline
+                seen[key] = proc
                 with proc.oneshot():
                     rss += proc.memory_info().rss
-                    cpu += _cpu_percent(proc, seen)
+                    cpu += _cpu_percent(proc, key)
                 count += 1
             except psutil.Error:
-                continue  # exited meanwhile, or not ours to read
-        out.append({"cpu_percent": round(cpu, 1), "rss": rss, "nprocs": count})
+                pass  # exited meanwhile, or not ours to read
+            examined += 1
+            if examined % DETAILS_SLICE == 0:
+                yield
+        if count:
+            out[root] = {"cpu_percent": round(cpu, 1), "rss": rss, "nprocs": count}
     _cpu_seen.clear()
     _cpu_seen.update(seen)
-    return out
 
 
-def _cpu_percent(proc: Any, seen: set[tuple[int, float]]) -> float:
-    key = (proc.pid, proc.create_time())
-    seen.add(key)
+def _cpu_percent(proc: Any, key: tuple[int, float]) -> float:
     since_last = proc.cpu_percent(None)  # 0.0 the first time: it only sets the baseline
     if key in _cpu_seen:
         return since_last
     times = proc.cpu_times()
     age = time.time() - key[1]
     return 100.0 * (times.user + times.system) / age if age > 0 else 0.0
+
+
+def _start_walk(container: Container) -> Future:
+    """Walk every running service's tree, a slice per loop turn; resolves with pid → figures."""
+    global _walking
+    done = Future()
+    _walking = done
+    pids = [s.pid for s in _all_services(container) if s.pid is not None]
+    figures: dict[int, dict[str, object]] = {}
+    steps = _walk(pids, figures)
+    loop = container.loop
+
+    def step() -> None:
+        global _walking
+        try:
+            next(steps)
+        except StopIteration:
+            pass
+        except Exception:
+            log.exception("status --details: walking the process trees failed")
+        else:
+            loop.call_soon(step)
+            return
+        _walking = None
+        done.set_result(figures)
+
+    loop.call_soon(step)
+    return done
+
+
+def process_figures_later(container: Container) -> Future:
+    """A Future of pid → figures, from the walk in progress's successor or a new walk."""
+    global _after_walk
+    if _walking is None:
+        return _start_walk(container)
+    if _after_walk is None:
+        queued = _after_walk = Future()
+
+        def start_next(_ended: Future) -> None:
+            global _after_walk
+            _after_walk = None
+            _start_walk(container).add_done_callback(lambda f: queued.set_result(f.result))
+
+        _walking.add_done_callback(start_next)
+    return _after_walk
 
 
 # --- the methods ----------------------------------------------------------------------------
@@ -204,15 +265,26 @@ def hello(session: Session) -> dict[str, object]:
 
 
 def status(session: Session, names: list[str], details: bool) -> list[dict[str, object]]:
-    """Records of all services, or of the named ones; psutil figures when ``details``."""
+    """Records of all services, or of the named ones; psutil figures when ``details``.
+
+    With ``details`` the reply is a Future: the figures come from a walk done a slice per loop
+    turn (see above), so PID 1 never stalls over thousands of processes.
+    """
     container = session.container
     services = lookup(container, names) if names else _all_services(container)
     records = [service.record() for service in services]
-    if details:
-        figures = process_figures([service.pid for service in services])
-        for record, extra in zip(records, figures, strict=True):
-            record.update(extra)
-    return records
+    if not details:
+        return records
+    pids = [service.pid for service in services]
+    reply = Future()
+
+    def fill(walked: Future) -> None:
+        for record, pid in zip(records, pids, strict=True):
+            record.update(walked.result.get(pid, NO_FIGURES))
+        reply.set_result(records)
+
+    process_figures_later(session.container).add_done_callback(fill)
+    return reply
 
 
 def _act(

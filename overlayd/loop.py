@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 Callback = Callable[[], None]
+#: Timers in the heap before the first sweep of cancelled ones (see call_later).
+MIN_COMPACT = 256
 
 
 class Timer:
@@ -42,10 +44,16 @@ class Timer:
         self.cancelled = False
 
     def cancel(self) -> None:
+        """Never call back; the callback (and whatever it holds) is released at once."""
         self.cancelled = True
+        self.callback = _nothing
 
     def __lt__(self, other: Timer) -> bool:
         return self.when < other.when
+
+
+def _nothing() -> None:
+    """What a cancelled Timer calls: nothing."""
 
 
 class Future:
@@ -170,6 +178,7 @@ class Loop:
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
         self._stopped = False
+        self._compact_at = MIN_COMPACT  # heap size at which cancelled timers are swept out
         self.add_reader(self._wakeup_r, self._drain_signals)
         # Installed now, not in run(): a child may exit before the loop first waits.
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
@@ -221,7 +230,15 @@ class Loop:
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
         timer = Timer(self.time() + max(0.0, delay), callback)
-        heapq.heappush(self._timers, timer)
+        timers = self._timers
+        heapq.heappush(timers, timer)
+        if len(timers) >= self._compact_at:
+            # Cancelled timers leave the heap only when due; a stream of short-lived users
+            # (connections with an idle timer) would grow it without bound meanwhile. Sweep
+            # them whenever the heap doubles: amortised O(1) per timer.
+            timers[:] = [t for t in timers if not t.cancelled]
+            heapq.heapify(timers)
+            self._compact_at = max(MIN_COMPACT, 2 * len(timers))
         return timer
 
     def call_soon(self, callback: Callback) -> None:

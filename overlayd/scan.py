@@ -50,6 +50,18 @@ def _read_ms(directory: str, filename: str, default: int) -> int:
     return int(value)
 
 
+def shown_name(name: str) -> str:
+    """A directory name as services are called: bytes that are not UTF-8 shown as `\\xff`.
+
+    Names come from the file system as str with surrogate escapes, which no UTF-8 encoder
+    (msgpack, a terminal) accepts: one such name would break `status` for every service.
+    The escaped form is valid text, and what `overlayctl` accepts as the name.
+    """
+    if name.isascii():
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def read_service(name: str, directory: str, *, is_logger: bool = False) -> ServiceDef:
     """Read one service directory; problems go into `.problem`, never raised."""
     problem = None
@@ -79,7 +91,7 @@ def read_service(name: str, directory: str, *, is_logger: bool = False) -> Servi
         timeout_finish = _read_ms(directory, "timeout-finish", DEFAULT_TIMEOUT_FINISH_MS)
     except (ValueError, OSError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        problem = f"service {name} ({directory}): {detail}"
+        problem = f"service {name} ({shown_name(directory)}): {detail}"
     logger = None
     log_dir = os.path.join(directory, "log")
     if not is_logger and os.path.isdir(log_dir):
@@ -118,5 +130,5 @@ def scan(services_dir: str) -> tuple[list[ServiceDef], list[str]]:
         if not entry.is_dir():
             notes.append(f"{entry.path} is not a directory; skipped")
             continue
-        definitions.append(read_service(entry.name, entry.path))
+        definitions.append(read_service(shown_name(entry.name), entry.path))
     return definitions, notes

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import signal
 
-from . import contenv, fixattrs, log, scripts, spawn
+from . import contenv, fixattrs, log, rundir, scripts, spawn
 from .config import Config
 from .core import Core
+from .exitcode import read_exitcode_file
 from .loop import TIMED_OUT, Future, Loop, Task, first_of
 from .reaper import ExitStatus, Reaper
 from .supervisor import Supervisor
@@ -37,6 +38,7 @@ class Container:
         self.cfg = config
         self.cmd = [*config.cmd_arg0, *cmd] if cmd else []
         self.loop = Loop()
+        log.attach(self.loop)  # its buffered lines flush when stderr is writable again
         self.reaper = Reaper(self.loop)
         self.supervisor = Supervisor(
             self.loop, self.reaper, self.child_env, config.etc("services.d")
@@ -74,7 +76,7 @@ class Container:
         if not self.is_pid1:
             _become_subreaper()
             log.info(f"not PID 1 (pid {os.getpid()}): running as a child subreaper")
-        os.makedirs(cfg.run_dir, mode=0o755, exist_ok=True)
+        self.cfg = cfg = rundir.prepare(cfg)
         try:
             os.unlink(cfg.exitcode_path)
         except FileNotFoundError:
@@ -396,14 +398,14 @@ class Container:
         failure, else the CMD."""
         if self.requested_exit_code is not None:
             return self.requested_exit_code
-        from_file = _read_exitcode(self.cfg.exitcode_path)
+        from_file = read_exitcode_file(self.cfg.exitcode_path)
         if from_file is not None:
             return from_file
         if self.s6 is not None:  # then s6-overlay's v3 exitcode file, then v2's
             from .s6paths import V2_EXITCODE, V3_EXITCODE
 
             for path in (V3_EXITCODE, V2_EXITCODE):
-                from_file = _read_exitcode(path)
+                from_file = read_exitcode_file(path)
                 if from_file is not None:
                     return from_file
         if self.stage2_failure_code is not None:
@@ -411,20 +413,6 @@ class Container:
         if self.cmd_status is not None:
             return self.cmd_status.shell_code() % 256
         return 0
-
-
-def _read_exitcode(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            text = handle.readline().strip()
-    except OSError:
-        return None
-    try:
-        return int(text) % 256
-    except ValueError:
-        if text:
-            log.warn(f"{path} holds {text!r}, not a number; ignored")
-        return None
 
 
 def _descendants(root: int) -> list[int]:

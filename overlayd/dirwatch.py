@@ -1,0 +1,84 @@
+"""Has anything in a directory changed since the last look? inotify says, without a scan.
+
+Used for large environment stores (thousands of files), where even a stat of every file at
+each spawn would stall PID 1. One non-blocking inotify descriptor per watched directory; a look
+is one read() that finds nothing when nothing changed. Anything unexpected (no inotify, the
+directory replaced, the event queue overflowed) answers "changed", and the caller scans.
+ctypes is imported only when a watch is made: small stores never pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+# <sys/inotify.h>
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_DELETE_SELF, _IN_MOVE_SELF = 0x400, 0x800
+_IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
+_IN_ONLYDIR, _IN_DONT_FOLLOW = 0x01000000, 0x02000000
+_WATCHED = (
+    _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE
+    | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR | _IN_DONT_FOLLOW
+)
+_GONE = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_Q_OVERFLOW | _IN_IGNORED
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
+
+
+class DirWatch:
+    """An inotify watch on one directory; ``changed()`` drains and reports its events."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, path: str) -> None:
+        """Raises OSError when inotify is unavailable or the path cannot be watched."""
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if libc.inotify_add_watch(fd, os.fsencode(path), _WATCHED) < 0:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(err, "inotify_add_watch", path)
+        self._fd = fd
+
+    @property
+    def alive(self) -> bool:
+        """False once the watch can no longer tell (see ``changed``)."""
+        return self._fd >= 0
+
+    def changed(self) -> bool:
+        """Did anything happen since the last call? Drains the queue.
+
+        When the directory itself went away or events were lost, the watch closes itself
+        (``alive`` turns False) and answers True.
+        """
+        if self._fd < 0:
+            return True
+        seen = False
+        while True:
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                return seen
+            except OSError:
+                self.close()
+                return True
+            if not data:
+                return seen
+            seen = True
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                if mask & _GONE:
+                    self.close()
+                    return True
+                offset += _EVENT.size + length
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
