@@ -145,7 +145,13 @@ class Booted:
         environment.update(env or {})
         self.socket = Path(environment.get("OVERLAY_SOCKET") or tree.socket)
         prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []
-        self.argv = [*prefix, PYTHON, "-m", "overlayd", *cmd]
+        self._start([*prefix, PYTHON, "-m", "overlayd", *cmd], environment, pid1, stdin,
+                    str(tree.base), preexec)
+
+    def _start(self, argv: list[str], environment: dict[str, str], pid1: bool,
+               stdin: int | None, cwd: str, preexec: Callable[[], None] | None = None) -> None:
+        """Start `argv` (overlayd, or what execs it) with its output read line by line."""
+        self.argv = argv
         self.pid1 = pid1
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -154,7 +160,7 @@ class Booted:
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            cwd=str(tree.base),
+            cwd=cwd,
             preexec_fn=preexec,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
