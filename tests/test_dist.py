@@ -11,10 +11,13 @@ Skipped without $OVERLAYD_DIST (plain `make test` does not build the archive).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from tests.distroot import (
     in_root,
     install_archive,
 )
-from tests.harness import _descendants, wait_until
+from tests.harness import REPO, _descendants, wait_until
 from tests.test_terminal import PROMPT, TtyBooted, _take_terminal
 
 TARBALL = archive()
@@ -62,6 +65,7 @@ def _write(path: Path, text: str, mode: int = 0o755) -> None:
 @pytest.fixture(scope="module")
 def busybox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = _root(busybox_root, tmp_path_factory.mktemp("dist"))
+    shutil.copytree(REPO / "examples/dist/rootfs", root, dirs_exist_ok=True, symlinks=True)
     _write(root / "etc/services.d/ticker/run", "#!/bin/sh\necho ticker: started\nexec sleep 1000\n")
     _write(root / "etc/cont-init.d/10-greet",
            '#!/usr/bin/with-contenv sh\necho "cont-init: GREETING=$GREETING"\n')
@@ -89,9 +93,11 @@ def test_busybox_root_runs_a_service_and_overlayctl_status_answers_from_outside(
     with ChrootBoot(busybox, env={"PATH": ENV_PATH, "GREETING": "hello"}) as box:
         box.wait_for(r"cont-init: GREETING=hello")
         box.wait_for(r"ticker: started")
+        box.wait_for(r"^hello from ")  # examples/dist/rootfs: its cont-init, then its service
         status = in_root(busybox, "/usr/bin/overlayctl", "status")
         assert status.returncode == 0, status.stderr
-        assert any(line.split()[:2] == ["ticker", "up"] for line in status.stdout.splitlines())
+        rows = [line.split()[:2] for line in status.stdout.splitlines()]
+        assert ["ticker", "up"] in rows and ["hello", "up"] in rows, status.stdout
         helped = in_root(busybox, "/usr/bin/overlayctl", "stop", "--help")
         assert helped.returncode == 0 and "Usage: overlayctl stop" in helped.stdout
         box.kill(signal.SIGTERM)  # docker stop
@@ -225,7 +231,9 @@ def test_debian_minbase_root_serves_http_with_nginx_as_cmd(tmp_path: Path) -> No
            f"server {{ listen 127.0.0.1:{port}; root /var/www/html; }}\n", 0o644)
     _write(root / "etc/cont-init.d/10-site",
            '#!/usr/bin/with-contenv sh\nmkdir -p /var/www/html\n'
-           'echo "hello from $SITE_NAME" > /var/www/html/index.html\n')
+           'echo "hello from $SITE_NAME" > /var/www/html/index.html\n'
+           'echo "cont-init: LC_CTYPE=${LC_CTYPE-unset}"\n')
+    assert (root / "usr/lib/locale/C.utf8").is_dir()  # so Python's locale coercion happens
     env = {"PATH": ENV_PATH, "SITE_NAME": "the archive"}
     with ChrootBoot(root, ["nginx", "-g", "daemon off;"], env=env) as box:
         box.wait_for(r"starting CMD: nginx")
@@ -238,6 +246,7 @@ def test_debian_minbase_root_serves_http_with_nginx_as_cmd(tmp_path: Path) -> No
                 return None
 
         assert wait_until(fetch, 30, "nginx to answer") == "hello from the archive\n"
+        assert "cont-init: LC_CTYPE=unset" in box.lines  # not Python's coerced C.UTF-8
         box.kill(signal.SIGTERM)
         assert box.wait() == 0
     assert "Traceback" not in box.output
@@ -270,3 +279,15 @@ def test_root_with_another_python_and_junk_pythonpath_boots_and_cmd_sees_them(
         assert f"seen {name}={value}" in box.lines
     assert any(line.split()[:2] == ["idle", "up"] for line in box.lines), box.output
     assert "HIJACKED" not in box.output and "Traceback" not in box.output
+
+
+# --- the archive itself --------------------------------------------------------------------------
+def test_rebuilding_from_the_same_inputs_gives_the_same_bytes(tmp_path: Path) -> None:
+    assert TARBALL is not None
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "tarball", "--out", str(out), "--work",
+                    str(tmp_path / "work")], cwd=REPO, check=True, capture_output=True)
+    (rebuilt,) = out.glob("overlayd-*-x86_64.tar.gz")
+    assert rebuilt.name == TARBALL.name
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (rebuilt, TARBALL)]
+    assert digest[0] == digest[1]
