@@ -1,11 +1,9 @@
-"""Image roots for the archive's tests: a busybox root and Debian minbase roots, each with
-`dist/overlayd-*.tar.gz` extracted at / by the root's own `tar`, as a Dockerfile's
-`RUN tar -xzf … -C /` does, then booted as PID 1 of a new PID and mount namespace in a chroot.
+"""Image roots for the archive's tests: the busybox root of tarball/rootfs.py and Debian
+minbase roots, each with `dist/overlayd-*.tar.gz` extracted at / by the root's own `tar`,
+booted as PID 1 of a new PID and mount namespace in a chroot.
 
-Inside, /dev is the host's (bind-mounted, as Docker gives a container a /dev) and /proc is the
-namespace's own; /run is the root's own directory, so the host's /run is never touched. The
-Debian roots come from `mmdebstrap` over the machine's apt sources and are cached as tarballs
-under build/dist-cache/roots/ (gitignored): only the first run pays for them.
+The Debian roots come from `mmdebstrap` over the machine's apt sources and are cached as
+tarballs under build/dist-cache/roots/ (gitignored): only the first run pays for them.
 """
 
 from __future__ import annotations
@@ -17,50 +15,23 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from tarball.rootfs import (  # noqa: F401  (re-exported for the tests)
+    ENTER,
+    ENV_PATH,
+    Unavailable,
+    boot_argv,
+    busybox_root,
+    install_archive,
+)
 from tests.harness import REPO, Booted
 
 ROOTS_CACHE = REPO / "build" / "dist-cache" / "roots"
-ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-ARCHIVE_IN_ROOT = "/tmp/overlayd.tar.gz"
-
-# PID 1 of the new namespaces is `sh`, which mounts /dev and /proc into the root and execs
-# chroot, which execs /init: so /init is PID 1.
-ENTER = 'R=$1; shift; mount --rbind /dev "$R/dev" && mount -t proc proc "$R/proc" && ' \
-         'exec chroot "$R" "$@"'
-
-
-class Unavailable(Exception):
-    """This machine cannot build the root (the reason is the message)."""
 
 
 def archive() -> Path | None:
     """The archive under test: $OVERLAYD_DIST (set by `make test-dist`)."""
     path = os.environ.get("OVERLAYD_DIST")
     return Path(path) if path else None
-
-
-def _static_busybox() -> str:
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not os.path.exists(busybox):
-        raise Unavailable("no busybox (apt-get install busybox-static)")
-    program_headers = subprocess.run(["readelf", "-l", busybox], capture_output=True, text=True)
-    if "Requesting program interpreter" in program_headers.stdout:
-        raise Unavailable(f"{busybox} is not static (apt-get install busybox-static)")
-    return busybox
-
-
-def busybox_root(base: Path) -> Path:
-    """A root holding only busybox-static and its links: no libc, no Python."""
-    root = base / "busybox"
-    for name in ("bin", "etc", "tmp", "proc", "dev", "run", "root"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-    (root / "tmp").chmod(0o1777)
-    shutil.copy2(_static_busybox(), root / "bin/busybox")
-    # every applet linked in /bin, as in the busybox image
-    subprocess.run(["chroot", str(root), "/bin/busybox", "--install", "-s", "/bin"], check=True)
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc/group").write_text("root:x:0:\n")
-    return root
 
 
 def _codename() -> str:
@@ -93,13 +64,6 @@ def debian_root(base: Path, name: str, packages: Sequence[str]) -> Path:
     return root
 
 
-def install_archive(root: Path, tarball: Path) -> None:
-    """Extract the archive at / of `root` with the root's own tar."""
-    shutil.copyfile(tarball, root / ARCHIVE_IN_ROOT.lstrip("/"))
-    subprocess.run(["chroot", str(root), "tar", "-xzf", ARCHIVE_IN_ROOT, "-C", "/"], check=True)
-    (root / ARCHIVE_IN_ROOT.lstrip("/")).unlink()
-
-
 def in_root(root: Path, *argv: str, env: dict[str, str] | None = None,
             timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run a command in the root from outside the container (as `docker exec` does)."""
@@ -123,7 +87,6 @@ class ChrootBoot(Booted):
         self.socket = root / "run/overlay/control.sock"
         inner = [f"{name}={value}" for name, value in (image_env or {}).items()]
         init = ["env", *inner, "/init"] if inner else ["/init"]
-        argv = ["unshare", "--pid", "--fork", "--mount", "sh", "-c", ENTER, "enter",
-                str(root), *init, *cmd]
+        argv = ["unshare", "--pid", "--fork", "--mount", *boot_argv(root, *init, *cmd)]
         self._start(argv, env if env is not None else {"PATH": ENV_PATH}, True, stdin,
                     str(root), preexec)

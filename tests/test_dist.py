@@ -25,11 +25,11 @@ import pytest
 
 from tests.conftest import needs_root
 from tests.distroot import (
-    ENTER,
     ENV_PATH,
     ChrootBoot,
     Unavailable,
     archive,
+    boot_argv,
     busybox_root,
     debian_root,
     in_root,
@@ -149,8 +149,7 @@ class ChrootTty(TtyBooted):
         env = {"PATH": ENV_PATH, "TERM": "dumb", "PS1": PROMPT, "HOME": "/root"}
         try:
             self.proc = subprocess.Popen(
-                ["unshare", "--pid", "--fork", "--mount", "sh", "-c", ENTER, "enter", str(root),
-                 "/init", *cmd],
+                ["unshare", "--pid", "--fork", "--mount", *boot_argv(root, "/init", *cmd)],
                 stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
                 preexec_fn=_take_terminal, env=env,
             )
