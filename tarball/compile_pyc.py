@@ -1,11 +1,11 @@
 """Run by the archive's own interpreter at build time: sources → sourceless .pyc.
 
-Reads JSON lines `[source, destination, name_in_the_image, optimize]` on stdin (optimize 2,
-no docstrings nor asserts, for the stdlib: smaller and quicker to load; 0 for the packages,
-whose docstrings are overlayctl's help). Hash-based, unchecked
-.pyc (no source mtime inside, and nothing to check at import: there is no source), the image's
-path as co_filename (tracebacks name it, and no build path leaks into the archive). Run with
-PYTHONHASHSEED=0 so set and frozenset constants marshal in the same order every build.
+Reads JSON lines `[source, destination, name_in_the_image, optimize]` on stdin (optimize 2:
+no docstrings nor asserts, for all but overlayctl, whose docstrings are its --help).
+Hash-based, unchecked .pyc (no source mtime inside, and nothing to check at import: there is
+no source), the image's path as co_filename (tracebacks name it, and no build path leaks into
+the archive). Run with PYTHONHASHSEED=0 so set and frozenset constants marshal in the same
+order every build.
 """
 
 import json
