@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tarball.rootfs import (  # noqa: F401  (re-exported for the tests)
@@ -41,23 +42,51 @@ def _codename() -> str:
     raise Unavailable("no VERSION_CODENAME in /etc/os-release")
 
 
-def debian_root(base: Path, name: str, packages: Sequence[str]) -> Path:
-    """A Debian minbase root plus `packages`, from mmdebstrap (cached as a tarball)."""
+DEBIAN_ROOTS = {"minbase-nginx": ("nginx-light",), "minbase-pypy": ("pypy3",)}
+_failed: dict[str, str] = {}
+
+
+def _cached_root(name: str) -> Path:
+    """The tarball of Debian root `name` (minbase + its packages), built once by mmdebstrap."""
     cached = ROOTS_CACHE / f"{name}.tar"
-    if not cached.exists():
-        if not shutil.which("mmdebstrap"):
-            raise Unavailable("no mmdebstrap (apt-get install mmdebstrap)")
-        ROOTS_CACHE.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".partial.tar")
-        done = subprocess.run(
-            ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(packages)}",
-             _codename(), str(partial)],
-            capture_output=True, text=True,
-        )
-        if done.returncode != 0:
-            partial.unlink(missing_ok=True)
-            raise Unavailable(f"mmdebstrap failed: {done.stderr.strip()[-500:]}")
-        partial.rename(cached)
+    if name in _failed:
+        raise Unavailable(_failed[name])
+    if cached.exists():
+        return cached
+    if not shutil.which("mmdebstrap"):
+        raise Unavailable("no mmdebstrap (apt-get install mmdebstrap)")
+    ROOTS_CACHE.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".partial.tar")
+    done = subprocess.run(
+        ["mmdebstrap", "--quiet", "--variant=minbase",
+         f"--include={','.join(DEBIAN_ROOTS[name])}", _codename(), str(partial)],
+        capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        _failed[name] = f"mmdebstrap failed: {done.stderr.strip()[-500:]}"
+        raise Unavailable(_failed[name])
+    partial.rename(cached)
+    return cached
+
+
+def prefetch_debian_roots() -> None:
+    """Build every missing Debian root at once (each mmdebstrap run waits on the network and
+    dpkg more than on the CPU); failures are kept for the test that needs the root."""
+
+    def build(name: str) -> None:
+        try:
+            _cached_root(name)
+        except Unavailable:
+            pass
+
+    with ThreadPoolExecutor(len(DEBIAN_ROOTS)) as pool:
+        list(pool.map(build, DEBIAN_ROOTS))
+
+
+def debian_root(base: Path, name: str) -> Path:
+    """A fresh copy of Debian root `name` (see DEBIAN_ROOTS) under `base`."""
+    cached = _cached_root(name)
     root = base / name
     root.mkdir(parents=True)
     subprocess.run(["tar", "-xf", str(cached), "-C", str(root)], check=True)

@@ -34,6 +34,7 @@ from tests.distroot import (
     debian_root,
     in_root,
     install_archive,
+    prefetch_debian_roots,
 )
 from tests.harness import REPO, _descendants, wait_until
 from tests.test_terminal import PROMPT, TtyBooted, _take_terminal
@@ -43,6 +44,12 @@ pytestmark = [
     needs_root,
     pytest.mark.skipif(TARBALL is None, reason="OVERLAYD_DIST unset: run `make test-dist`"),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _debian_roots() -> None:
+    """Both mmdebstrap roots built side by side, once (cached between runs)."""
+    prefetch_debian_roots()
 
 
 def _root(make, *args):
@@ -222,7 +229,7 @@ def _free_port() -> int:
 
 
 def test_debian_minbase_root_serves_http_with_nginx_as_cmd(tmp_path: Path) -> None:
-    root = _root(debian_root, tmp_path, "minbase-nginx", ["nginx-light"])
+    root = _root(debian_root, tmp_path, "minbase-nginx")
     assert not list((root / "usr/bin").glob("python*")), "this root must have no Python"
     port = _free_port()
     (root / "etc/nginx/sites-enabled/default").unlink()  # an absolute link: not the host's
@@ -258,7 +265,7 @@ EVIL = 'raise SystemExit("HIJACKED: the image\'s PYTHONPATH reached overlayd")\n
 def test_root_with_another_python_and_junk_pythonpath_boots_and_cmd_sees_them(
     tmp_path: Path,
 ) -> None:
-    root = _root(debian_root, tmp_path, "minbase-pypy", ["pypy3"])
+    root = _root(debian_root, tmp_path, "minbase-pypy")
     (root / "usr/local/bin/python3").symlink_to("/usr/bin/pypy3")
     other = in_root(root, "python3", "-c", "import sys; print(sys.version)")
     assert other.returncode == 0 and "PyPy" in other.stdout, other.stderr
