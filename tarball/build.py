@@ -169,7 +169,8 @@ def build(out_dir: Path, cache: Path, work: Path) -> Path:
 
     header = launcher.table(runtime, f"{runtime}/bin/python3.11", _runtime_files(rt, runtime))
     compiler = launcher.build(header, work / "launcher", rt / "bin/launch")
-    for name in launcher.console_scripts():
+    for name in launcher.console_scripts():  # a console script of ours wins over a tool
+        (rt / "command" / name).unlink(missing_ok=True)
         (rt / "command" / name).symlink_to("../bin/launch")
     (rt / "MANIFEST").write_text(_manifest(rt, ver, [*debs, *wheels], compiler))
 
