@@ -210,6 +210,17 @@ def test_partial_extraction_is_one_line_naming_the_missing_file(
         assert "(extract the whole archive again)" in lines[0]
 
 
+def test_garbled_module_of_the_right_size_is_one_line_too(tmp_path: Path) -> None:
+    root = _root(busybox_root, tmp_path)
+    stages = (root / "package/overlayd/current").resolve() / "lib/python3.11/overlayd/stages.pyc"
+    data = stages.read_bytes()
+    stages.write_bytes(data[:16] + bytes(len(data) - 16))  # header kept, code zeroed
+    done = in_root(root, "/init", "true", timeout=20)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "cannot load" in lines[0] and "stages.pyc" in lines[0], done.stderr
+
+
 def test_s6_and_execline_tools_run_on_the_archives_own_loader(busybox: Path) -> None:
     path = {"PATH": f"{ENV_PATH}:/command"}  # as overlayd's children have it
     done = in_root(busybox, "/command/execlineb", "-c", "fdmove -c 2 1 echo execline works",
