@@ -8,8 +8,11 @@ input's name, version and sha256 goes into the archive's manifest.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +48,10 @@ def _deb_field(deb: Path, field: str) -> str:
 def debian_packages(cache: Path) -> list[Input]:
     """Every package of debian.txt as a .deb in `cache`, downloaded when not there yet."""
     cache.mkdir(parents=True, exist_ok=True)
-    cache.chmod(0o755)  # apt's _apt user writes the download
     names = _names(DEBIAN_LIST)
     missing = [name for name in names if not list(cache.glob(f"{name}_*.deb"))]
     if missing:
-        download = ["apt-get", "download", "-q", *missing]
-        if subprocess.run(download, cwd=cache).returncode != 0:  # no package lists yet?
-            subprocess.run(["apt-get", "update", "-q"], check=True)
-            subprocess.run(download, cwd=cache, check=True)
+        _apt_download(missing, cache)
     found = []
     for name in names:
         debs = sorted(cache.glob(f"{name}_*.deb"))
@@ -60,6 +59,18 @@ def debian_packages(cache: Path) -> list[Input]:
             raise SystemExit(f"tarball: expected one {name}_*.deb in {cache}, found {len(debs)}")
         found.append(Input("debian", name, _deb_field(debs[0], "Version"), debs[0]))
     return found
+
+
+def _apt_download(names: list[str], cache: Path) -> None:
+    """`apt-get download` into a directory apt's sandbox user can write, then into `cache`."""
+    with tempfile.TemporaryDirectory(prefix="overlayd-debs-") as tmp:
+        os.chmod(tmp, 0o777)
+        download = ["apt-get", "download", "-q", *names]
+        if subprocess.run(download, cwd=tmp).returncode != 0:  # no package lists yet?
+            subprocess.run(["apt-get", "update", "-q"], check=True)
+            subprocess.run(download, cwd=tmp, check=True)
+        for deb in Path(tmp).glob("*.deb"):
+            shutil.move(str(deb), cache / deb.name)
 
 
 def python_wheels(cache: Path) -> list[Input]:
