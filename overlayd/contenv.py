@@ -12,10 +12,12 @@ This module is also `with-contenv CMD…`, for shebangs written for s6-overlay.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Mapping
 
 DEFAULT_RUN_DIR = "/run/overlay"
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def env_dir(run_dir: str) -> str:
@@ -59,8 +61,11 @@ def load(directory: str) -> dict[str, str]:
     for name in names:
         if name.startswith(".") or not _valid_name(name):
             continue
-        try:
-            with open(os.path.join(directory, name), "rb") as handle:
+        try:  # never wait on a FIFO or a device someone put there: regular files only
+            fd = os.open(os.path.join(directory, name), _READ_FLAGS)
+            with open(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
                 data = handle.read()
         except OSError:
             continue

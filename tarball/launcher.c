@@ -19,9 +19,15 @@
  * For /init only, /command is appended to PATH when missing (s6-overlay puts it there too; the
  * image's own directories stay first).
  *
+ * `with-contenv` alone is native, not Python: it is every cont-init script's and many run
+ * scripts' shebang, and an interpreter start per script is ~10 ms of CPU. It does exactly what
+ * overlayd.contenv.with_contenv_main does (tests/test_dist.py runs both on the same store).
+ *
  * The tables (RUNTIME, PYTHON, ENTRIES, FILES) come from launcher_table.h, written at build time.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +49,8 @@ struct runtime_file {
 #include "launcher_table.h"
 
 #define KEEP_PREFIX "_OVERLAYD_KEEP_"
+
+extern char **environ;
 
 static const char *base_name(const char *path)
 {
@@ -137,9 +145,98 @@ static char **python_environment(char **envp, int is_init)
     return out;
 }
 
+/* overlayd.contenv's rules for a name in container_environment/. */
+static int valid_name(const char *name)
+{
+    return name[0] && name[0] != '.' && !strchr(name, '=') && !strchr(name, '/');
+}
+
+/* One variable's value: the file's bytes, one trailing newline dropped; NULL to skip it
+ * (unreadable, not a regular file, or holding a NUL byte). */
+static char *read_value(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = (size_t)st.st_size + 1, len = 0;
+    char *buf = malloc(cap + 1);
+    for (ssize_t got = 1; buf && got > 0; len += (size_t)got) {
+        if (len == cap) {
+            char *bigger = realloc(buf, 2 * cap + 1);
+            if (!bigger) {
+                len = (size_t)-1;
+                break;
+            }
+            buf = bigger, cap *= 2;
+        }
+        got = read(fd, buf + len, cap - len);
+        if (got < 0)
+            len = (size_t)-1, got = 0; /* a read error: skip the variable */
+    }
+    close(fd);
+    if (!buf || len == (size_t)-1 || memchr(buf, '\0', len)) {
+        free(buf);
+        return NULL;
+    }
+    if (len && buf[len - 1] == '\n')
+        len--;
+    buf[len] = '\0';
+    return buf;
+}
+
+/* `with-contenv PROGRAM [ARG...]`: exec PROGRAM with the saved container environment (or the
+ * current one with S6_KEEP_ENV set, or when nothing is saved). */
+static int with_contenv(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs("usage: with-contenv PROGRAM [ARG...]\n", stderr);
+        return 100;
+    }
+    const char *keep = getenv("S6_KEEP_ENV");
+    if (!keep || !*keep || strcmp(keep, "0") == 0) {
+        const char *run_dir = getenv("OVERLAY_RUN_DIR");
+        char path[4096];
+        snprintf(path, sizeof path, "%s/container_environment",
+                 run_dir && *run_dir ? run_dir : "/run/overlay");
+        DIR *dir = opendir(path);
+        size_t n = 0, cap = 64;
+        char **env = malloc(cap * sizeof *env);
+        for (struct dirent *e; dir && env && (e = readdir(dir));) {
+            char *value = valid_name(e->d_name) ? read_value(dirfd(dir), e->d_name) : NULL;
+            if (!value)
+                continue;
+            char *var = malloc(strlen(e->d_name) + strlen(value) + 2);
+            if (n + 1 == cap)
+                env = realloc(env, (cap *= 2) * sizeof *env);
+            if (!var || !env)
+                fail("with-contenv", "out of memory");
+            sprintf(var, "%s=%s", e->d_name, value);
+            env[n++] = var;
+            free(value);
+        }
+        if (dir)
+            closedir(dir);
+        if (env && n) {
+            env[n] = NULL;
+            environ = env; /* execvp searches the PATH of the new environment, as Python does */
+        }
+    }
+    execvp(argv[1], argv + 1);
+    int err = errno;
+    fprintf(stderr, "with-contenv: cannot run '%s': %s\n", argv[1], strerror(err));
+    return err == ENOENT ? 127 : 126;
+}
+
 int main(int argc, char **argv, char **envp)
 {
     const char *name = argc > 0 ? base_name(argv[0]) : "init";
+    if (strcmp(name, "with-contenv") == 0)
+        return with_contenv(argc, argv);
     const struct entry *entry = find_entry(name);
     if (!entry) {
         fprintf(stderr, "%s: not a command of overlayd (this launcher serves /init and /command)\n",

@@ -221,6 +221,44 @@ def test_garbled_module_of_the_right_size_is_one_line_too(tmp_path: Path) -> Non
     assert len(lines) == 1 and "cannot load" in lines[0] and "stages.pyc" in lines[0], done.stderr
 
 
+PYTHON_WITH_CONTENV = ["/package/overlayd/current/bin/python3.11", "-I", "-S", "-c",
+                       "import _overlayd_boot as b; b.run('overlayd.contenv', 'with_contenv_main')"]
+
+
+@pytest.mark.parametrize("keep_env", ["0", "1"])
+def test_native_with_contenv_does_what_overlayds_python_one_does(
+    busybox: Path, keep_env: str
+) -> None:
+    """/command/with-contenv is C (no interpreter start per script); same store, same result."""
+    store = busybox / "tmp/wc-run/container_environment"
+    shutil.rmtree(store.parent, ignore_errors=True)
+    (store / "A_DIRECTORY").mkdir(parents=True)
+    values = {"PLAIN": b"value", "NEWLINE": b"line\n", "TWO_NEWLINES": b"a\n\n", "EMPTY": b"",
+              "HAS_NUL": b"a\0b", ".hidden": b"x", "SPACES": b" a b ", "MULTI": b"l1\nl2",
+              "NOT_UTF8": b"\xff\xfe", "PATH": b"/bin", "EQ=NAME": b"x"}
+    for name, value in values.items():
+        (store / name).write_bytes(value)
+    os.mkfifo(store / "A_FIFO")
+    env = {"PATH": ENV_PATH, "OVERLAY_RUN_DIR": "/tmp/wc-run", "S6_KEEP_ENV": keep_env,
+           "CALLER_ONLY": "1"}
+    ran = {}
+    for which, argv in (("c", ["/command/with-contenv"]),
+                        ("python", [*PYTHON_WITH_CONTENV, "with-contenv"])):
+        done = subprocess.run(["chroot", str(busybox), *argv, "env"], capture_output=True,
+                              env=env, timeout=30)
+        assert done.returncode == 0, done.stderr
+        ran[which] = sorted(done.stdout.split(b"\n"))
+    assert ran["c"] == ran["python"]
+    if keep_env == "0":
+        assert b"NEWLINE=line" in ran["c"] and b"TWO_NEWLINES=a" in ran["c"]
+        assert b"CALLER_ONLY=1" not in ran["c"] and not [v for v in ran["c"] if b"HAS_NUL" in v]
+    for args, code in (([], 100), (["no-such-program"], 127)):
+        outcomes = [subprocess.run(["chroot", str(busybox), *argv, *args], capture_output=True,
+                                   env=env, timeout=30)
+                    for argv in (["/command/with-contenv"], [*PYTHON_WITH_CONTENV, "with-contenv"])]
+        assert [(o.returncode, o.stderr) for o in outcomes] == [(code, outcomes[1].stderr)] * 2
+
+
 def test_s6_and_execline_tools_run_on_the_archives_own_loader(busybox: Path) -> None:
     path = {"PATH": f"{ENV_PATH}:/command"}  # as overlayd's children have it
     done = in_root(busybox, "/command/execlineb", "-c", "fdmove -c 2 1 echo execline works",
