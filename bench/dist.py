@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import lzma
+import resource
 import subprocess
 import sys
 import time
@@ -134,6 +135,29 @@ def _s6_memory(services: int) -> dict[str, float]:
         return {f"{key}{services}": kb for key, kb in total.items()}
 
 
+PYTHON_WITH_CONTENV = ["/package/overlayd/current/bin/python3.11", "-I", "-S", "-c",
+                       "import _overlayd_boot as b; b.run('overlayd.contenv', "
+                       "'with_contenv_main')", "with-contenv"]
+
+
+def _with_contenv(root: Path) -> dict[str, float]:
+    """CPU ms over `chroot ROOT /bin/true` of `with-contenv /bin/true`: the archive's (native) and
+    overlayd's Python one (what a pip install runs), over the same saved environment."""
+    store = root / "run/overlay/container_environment"
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "PATH").write_text(ENV_PATH)
+
+    def ms(*argv: str) -> float:  # CPU time (user + system): steadier than wall time here
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(["chroot", str(root), *argv], check=True, env=ENV)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+
+    bare = ms("/bin/true")
+    return {"wc-native": ms("/usr/bin/with-contenv", "/bin/true") - bare,
+            "wc-python": ms(*PYTHON_WITH_CONTENV, "/bin/true") - bare}
+
+
 def _crossover(s: Samples) -> float | None:
     """Services at which overlayd's PSS line falls below s6's (both linear in the count)."""
     lo, hi = MEMORY_SIZES
@@ -176,6 +200,8 @@ def run() -> list[Row]:
             host_bare = boot_once("bare", 0)["cmd"]  # s6 runs on the host: its own baseline
             s.measure("s6", lambda b=host_bare: {"svc-first-over": _s6_first_service()["first"]
                                                   - b})
+        for _ in range(reps(21, 4)):
+            s.measure("overlayd", lambda: _with_contenv(root))
         for _ in range(reps(3, 1)):
             for n in MEMORY_SIZES:
                 s.measure("overlayd", lambda n=n: _memory(root, n))
@@ -199,6 +225,10 @@ def run() -> list[Row]:
               "init-exit-over", ["overlayd"], "ms", None, "overlayd ≤ 15 ms"),
         s.row("From the archive: first service running, 1 service (overhead)", "svc-first-over",
               both, "ms", "s6", "s6 ~5 ms; overlayd ≤ 20 ms"),
+        s.row("From the archive: `with-contenv` per script (CPU overhead, native)", "wc-native",
+              ["overlayd"], "ms", None, "no interpreter per script"),
+        s.row("`with-contenv` per script (CPU overhead), overlayd's Python one (pip install)",
+              "wc-python", ["overlayd"], "ms", None, ""),
         s.row("From the archive: PID 1 RSS, 50 services", "rss50", ["overlayd"], "MB", None,
               "overlayd ≤ 9 MB", mb),
         s.row("From the archive: PSS of the supervision tree, 1 service", "pss1", both, "MB",
