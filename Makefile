@@ -4,7 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv s6-tools demo test lint bench bench-quick soak clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DIST   := dist/overlayd-$(VERSION)-x86_64.tar.gz
+# Debian packages `make dist` and `make test-dist` need, installed only when missing.
+DIST_TOOLS      := patchelf musl-tools binutils gcc
+TEST_DIST_TOOLS := busybox-static mmdebstrap
+apt_ensure = missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -q >/dev/null && \
+	apt-get install -y -q $$missing >/dev/null; fi
+
+.PHONY: venv s6-tools demo test lint bench bench-quick soak clean dist test-dist
 
 venv: $(STAMP)
 
@@ -52,5 +61,16 @@ SOAK_SECONDS ?= 600
 soak: venv
 	$(BIN)/python -m bench.soak $(SOAK_SECONDS)
 
+# One archive for any image (DESIGN §9): extract at / and ENTRYPOINT ["/init"]. Inputs come
+# from Debian's and PyPI's registries only, cached in build/dist-cache (see tarball/build.py).
+dist: venv
+	@$(call apt_ensure,$(DIST_TOOLS))
+	$(BIN)/python -m tarball
+
+# The archive booted as PID 1 in a busybox root and two Debian minbase roots (tests/test_dist.py).
+test-dist: dist
+	@$(call apt_ensure,$(TEST_DIST_TOOLS))
+	OVERLAYD_DIST=$(CURDIR)/$(DIST) $(BIN)/python -m pytest -q tests/test_dist.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

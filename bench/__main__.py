@@ -16,7 +16,7 @@ import time
 
 from bench.common import RESULTS, Row, ensure_peers, header, overlayd_problem, table
 
-FIGURES = ["boot", "stop", "memory", "idle", "restart", "reap", "control", "s6tools"]
+FIGURES = ["boot", "stop", "memory", "idle", "restart", "reap", "control", "s6tools", "dist"]
 
 
 def main(argv: list[str]) -> int:

@@ -157,7 +157,13 @@ class Booted:
         if s6_paths:
             assert pid1, "the s6 paths need PID 1's private mount namespace for their tmpfs"
             prefix += PRIVATE_RUN_READ_ONLY if s6_paths == "read-only" else PRIVATE_RUN
-        self.argv = [*prefix, PYTHON, "-m", "overlayd", *cmd]
+        self._start([*prefix, PYTHON, "-m", "overlayd", *cmd], environment, pid1, stdin,
+                    str(tree.base), preexec)
+
+    def _start(self, argv: list[str], environment: dict[str, str], pid1: bool,
+               stdin: int | None, cwd: str, preexec: Callable[[], None] | None = None) -> None:
+        """Start `argv` (overlayd, or what execs it) with its output read line by line."""
+        self.argv = argv
         self.pid1 = pid1
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -166,7 +172,7 @@ class Booted:
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            cwd=str(tree.base),
+            cwd=cwd,
             preexec_fn=preexec,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)

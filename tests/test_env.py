@@ -97,3 +97,15 @@ def test_with_contenv_program_not_found_exits_127(tree: Tree) -> None:
     )
     assert result.returncode == 127
     assert "no-such-prog" in result.stderr
+
+
+def test_a_fifo_in_the_environment_store_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    """PID 1 reads the store before every spawn: a FIFO there must not hang it."""
+    import os
+
+    from overlayd import contenv
+
+    (tmp_path / "GOOD").write_bytes(b"yes\n")
+    os.mkfifo(tmp_path / "A_FIFO")
+    (tmp_path / "A_DIR").mkdir()
+    assert contenv.load(str(tmp_path)) == {"GOOD": "yes"}
