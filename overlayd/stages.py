@@ -112,6 +112,8 @@ class Container:
             return
 
         def serve() -> None:
+            if self._control_sock is None:
+                return  # stage 3 closed it before this first turn (a CMD that exits at once)
             from .rpc import ControlServer
 
             self.server = ControlServer(self.core(), sock)  # type: ignore[arg-type]
@@ -344,6 +346,7 @@ class Container:
             self.server.close()
         elif self._control_sock is not None:  # stopped before the loop's first turn
             self._control_sock.close()
+            self._control_sock = None
             try:
                 os.unlink(self.cfg.socket_path)
             except OSError:
