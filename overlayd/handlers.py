@@ -355,6 +355,15 @@ def subscribe(session: Session) -> bool:
     return True
 
 
+def logs(session: Session, name: str, lines: int, after: int | None) -> dict[str, object]:
+    """Where ``name``'s output goes; with prefixing on, its last ``lines`` lines (after
+    cursor ``after``) from the ring, and the cursor to follow from."""
+    from .logsource import read_back
+
+    (service,) = lookup(session.container, [name])
+    return read_back(session.container, service, lines, after)
+
+
 HANDLERS: dict[str, Handler] = {
     "hello": hello,
     "status": status,
@@ -367,4 +376,5 @@ HANDLERS: dict[str, Handler] = {
     "check": check,
     "shutdown": shutdown,
     "subscribe": subscribe,
+    "logs": logs,
 }
