@@ -67,9 +67,8 @@ def open_nonblocking_twin(fd: int) -> int:
 def _timestamp() -> bytes:
     now = time.time()
     whole = int(now)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode()
-        + b".%03dZ " % int((now - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode() + b".%03dZ " % int(
+        (now - whole) * 1000
     )
 
 

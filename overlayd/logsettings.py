@@ -1,12 +1,12 @@
 """The logging variables, read and checked once with the rest of the configuration.
 
-    S6_LOGGING              0 (default) no catch-all; 1 catch-all + copy to the console; 2 only
-    S6_LOGGING_SCRIPT       s6-log directives for the catch-all and logutil-service
-                            (default `n20 s1000000 T`)
-    S6_CATCHALL_USER        the catch-all logger runs as this user (root containers only)
-    OVERLAY_UNCAUGHT_LOGS   the catch-all's logdir (default /run/uncaught-logs)
-    OVERLAY_LOG_PREFIX      1: service output reaches the container prefixed `NAME | `
-    OVERLAY_LOG_TIMESTAMPS  1: and an ISO 8601 time first
+S6_LOGGING              0 (default) no catch-all; 1 catch-all + copy to the console; 2 only
+S6_LOGGING_SCRIPT       s6-log directives for the catch-all and logutil-service
+                        (default `n20 s1000000 T`)
+S6_CATCHALL_USER        the catch-all logger runs as this user (root containers only)
+OVERLAY_UNCAUGHT_LOGS   the catch-all's logdir (default /run/uncaught-logs)
+OVERLAY_LOG_PREFIX      1: service output reaches the container prefixed `NAME | `
+OVERLAY_LOG_TIMESTAMPS  1: and an ISO 8601 time first
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ DEFAULT_SCRIPT = "n20 s1000000 T"
 DEFAULT_UNCAUGHT = "/run/uncaught-logs"
 PACKAGE_HINT = "install the s6 package (Debian/Ubuntu: apt-get install s6; Alpine: apk add s6)"
 
-LogSettings = namedtuple(
-    "LogSettings", "mode script catchall_user uncaught_dir prefix timestamps"
-)
+LogSettings = namedtuple("LogSettings", "mode script catchall_user uncaught_dir prefix timestamps")
 
 
 def script_words(text: str | None) -> tuple[str, ...]:

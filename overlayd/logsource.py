@@ -88,10 +88,11 @@ def describe(container: Container, service: Service) -> dict[str, object]:
             "logdir": None,
             "where": f"its stdout goes to its logger {logger.name}, which {why}",
         }
-    mux = getattr(container, "linemux", None)
+    outputs = getattr(container, "outputs", None)
+    mux = outputs.linemux if outputs is not None else None
     if mux is not None and mux.ring(service.name) is not None:
         return {"source": "ring", "logdir": None, "where": "the container's output, prefixed"}
-    catchall = getattr(container, "catchall", None)
+    catchall = outputs.catchall if outputs is not None else None
     if catchall is not None and catchall.active:
         directory = catchall.settings.uncaught_dir
         return {
@@ -115,6 +116,6 @@ def read_back(
     result["lines"] = None
     result["cursor"] = None
     if result["source"] == "ring":
-        ring = container.linemux.ring(service.name)  # type: ignore[attr-defined]
+        ring = container.outputs.linemux.ring(service.name)  # type: ignore[union-attr]
         result["lines"], result["cursor"] = ring.tail(lines, after)
     return result

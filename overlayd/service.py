@@ -89,6 +89,7 @@ class Service:
         self.rt = runtime
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
+        self.stderr_fd: int | None = None  # the line prefixer's pipe (OVERLAY_LOG_PREFIX=1)
         self.state = FAILED if definition.problem else DOWN
         self.reason: str | None = definition.problem
         self.want = "down"
@@ -256,6 +257,7 @@ class Service:
             new_session=True,
             stdin=spawn.devnull() if self.stdin_fd is None else self.stdin_fd,
             stdout=self.stdout_fd,
+            stderr=self.stderr_fd,
             extra_fds=extra_fds,
         )
 

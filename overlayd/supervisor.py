@@ -16,6 +16,10 @@ from .loop import Future
 from .scan import ServiceDef, scan
 from .service import SETTLED, Runtime, Service
 
+TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
+if TYPE_CHECKING:
+    from .outputs import Outputs
+
 Predicate = Callable[[], bool]
 
 
@@ -29,6 +33,7 @@ class Supervisor:
         self._log_pipes: dict[str, tuple[int, int]] = {}
         self._waiters: list[tuple[Predicate, Future]] = []
         self._listeners: list[Callable[[Service], None]] = []
+        self.outputs: Outputs | None = None  # set by stages: where each child's output goes
 
     # --- building --------------------------------------------------------------------------
     def load(self) -> list[Service]:
@@ -52,16 +57,26 @@ class Supervisor:
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
             self._log_pipes[definition.name] = (read_end, write_end)
             logger = Service(definition.logger, self.rt, stdin_fd=read_end)
+            self._route_output(logger, False)
             logger.is_logger = True
             if definition.logger.problem:
                 log.error(f"{definition.logger.problem}; the logger is marked failed")
             self.services[logger.name] = logger
             stdout_fd = write_end
         service = Service(definition, self.rt, stdout_fd=stdout_fd)
+        self._route_output(service, definition.logger is not None)
         if definition.logger is not None:
             service.logger = self.services[definition.logger.name]
         self.services[service.name] = service
         return service
+
+    def _route_output(self, service: Service, has_logger: bool) -> None:
+        """Prefixed output (OVERLAY_LOG_PREFIX=1): the service's fds into the line prefixer."""
+        if self.outputs is not None:
+            stdout_fd, stderr_fd = self.outputs.service_fds(service.name, has_logger)
+            if stdout_fd is not None:
+                service.stdout_fd = stdout_fd
+            service.stderr_fd = stderr_fd
 
     def start_normally_up(self, services: Iterable[Service]) -> None:
         """Start each service without a `down` file, its logger first."""
