@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-quick clean
+.PHONY: venv s6 demo test lint bench bench-quick clean
 
 venv: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): pyproject.toml
 demo: venv
 	@$(BIN)/python examples/demo/run_demo.py
 
-test: venv
+# Debian's s6 (s6-log: rotation for the logging tests); nothing to do when it is present.
+s6:
+	@command -v s6-log >/dev/null 2>&1 || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q s6 >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q s6 >/dev/null 2>&1; } || \
+	  echo "warning: could not install s6 (s6-log); the tests that need it are skipped"; }
+
+test: venv s6
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 

@@ -106,13 +106,13 @@ class CatchAll:
 
     def _make_logdir(self, chown: bool) -> None:
         path = self.settings.uncaught_dir
-        os.makedirs(path, mode=0o2750, exist_ok=True)
+        os.makedirs(path, mode=0o750, exist_ok=True)
         if chown:
             import pwd
 
             entry = pwd.getpwnam(self.settings.catchall_user)
             os.chown(path, entry.pw_uid, entry.pw_gid)
-            os.chmod(path, 0o2750)
+        os.chmod(path, 0o2750)  # as s6-overlay's; mkdir alone cannot set the setgid bit
 
     def _spawn(self) -> bool:
         try:

@@ -1,6 +1,7 @@
 """`logutil-service [-f FIFO] LOGDIR`: s6-overlay's logger for `log/run` and v3 consumers.
 
-As s6-overlay's: reads stdin (or, with `-f`, the FIFO, opened without waiting for a writer),
+As s6-overlay's: reads stdin (or, with `-f`, the FIFO, opened without waiting for a writer
+and held open so that writers may come and go),
 drops to `nobody` (65534:65534 when there is no such user) when run as root, clears the
 environment, and execs `s6-log -b -- $S6_LOGGING_SCRIPT LOGDIR` (default script
 `n20 s1000000 T`). LOGDIR must be writable (or creatable) by nobody.
@@ -57,6 +58,18 @@ def _which(name: str) -> str | None:
     return None
 
 
+def _read_fifo(fifo: str) -> None:
+    """The FIFO on stdin, without waiting for a writer; a write end of it is kept open too
+    (an inherited fd), so writers may come and go without s6-log ever seeing EOF, as the
+    fdholder of s6-overlay v2 ensured. s6-log then stops only on a signal."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    holder = os.open(fifo, os.O_WRONLY)  # cannot block: there is a reader
+    os.set_inheritable(holder, True)
+    os.set_blocking(fd, True)
+    os.dup2(fd, 0)
+    os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> int:
     parsed = parse(list(sys.argv[1:] if argv is None else argv))
     if parsed is None:
@@ -68,10 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     script = script_words(os.environ.get("S6_LOGGING_SCRIPT"))
     if fifo is not None:
         try:
-            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-            os.set_blocking(fd, True)
-            os.dup2(fd, 0)
-            os.close(fd)
+            _read_fifo(fifo)
         except OSError as exc:
             return _fail(f"cannot open {fifo}: {exc.strerror}", 111)
     if os.geteuid() == 0:
