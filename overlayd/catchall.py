@@ -145,8 +145,13 @@ class CatchAll:
             self._timer = self.loop.call_later(RESTART_DELAY, self._restart)
 
     def cmd_fds(self) -> tuple[int | None, int | None]:
-        """stdout and stderr for the CMD: the console with S6_LOGGING=1, else inherited."""
-        if self.active and self.settings.mode == 1:
+        """stdout and stderr for the CMD: the console with S6_LOGGING=1 (or with 2, on a
+        terminal, with S6_CMD_USE_TERMINAL=1), else inherited: the catch-all."""
+        if not self.active:
+            return None, None
+        if self.settings.mode == 1 or (
+            self.settings.cmd_use_terminal and os.isatty(self.console_out)
+        ):
             return self.console_out, self.console_err
         return None, None
 

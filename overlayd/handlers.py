@@ -209,9 +209,12 @@ def status(session: Session, names: list[str], details: bool) -> list[dict[str, 
     services = lookup(container, names) if names else _all_services(container)
     records = [service.record() for service in services]
     if details:
+        from .logsource import describe
+
         figures = process_figures([service.pid for service in services])
-        for record, extra in zip(records, figures, strict=True):
+        for record, extra, service in zip(records, figures, services, strict=True):
             record.update(extra)
+            record["log"] = describe(container, service)  # where its output goes
     return records
 
 

@@ -7,6 +7,7 @@ S6_CATCHALL_USER        the catch-all logger runs as this user (root containers 
 OVERLAY_UNCAUGHT_LOGS   the catch-all's logdir (default /run/uncaught-logs)
 OVERLAY_LOG_PREFIX      1: service output reaches the container prefixed `NAME | `
 OVERLAY_LOG_TIMESTAMPS  1: and an ISO 8601 time first
+S6_CMD_USE_TERMINAL     1: with S6_LOGGING=2 and a terminal, the CMD keeps the terminal
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ DEFAULT_SCRIPT = "n20 s1000000 T"
 DEFAULT_UNCAUGHT = "/run/uncaught-logs"
 PACKAGE_HINT = "install the s6 package (Debian/Ubuntu: apt-get install s6; Alpine: apk add s6)"
 
-LogSettings = namedtuple("LogSettings", "mode script catchall_user uncaught_dir prefix timestamps")
+LogSettings = namedtuple(
+    "LogSettings", "mode script catchall_user uncaught_dir prefix timestamps cmd_use_terminal"
+)
 
 
 def script_words(text: str | None) -> tuple[str, ...]:
@@ -58,4 +61,5 @@ def load(env: Mapping[str, str], mode: int) -> LogSettings:
         uncaught_dir=uncaught,
         prefix=flag("OVERLAY_LOG_PREFIX"),
         timestamps=flag("OVERLAY_LOG_TIMESTAMPS"),
+        cmd_use_terminal=flag("S6_CMD_USE_TERMINAL"),
     )

@@ -570,6 +570,11 @@ def test_logs_reads_the_last_lines_across_current_and_archives(boot, tree: Tree)
     )
     unknown = booted.ctl("logs", "nope")
     assert unknown.returncode == 4
+    with booted.client() as client:
+        records = {r["name"]: r for r in client.status(details=True)}
+    assert records["svc"]["log"]["source"] == "logdir"
+    assert records["svc"]["log"]["where"] == f"{logdir}/current"
+    assert records["plain"]["log"]["source"] == "console"
 
 
 def test_logs_follows_a_logdir_across_rotations(boot, tree: Tree) -> None:
