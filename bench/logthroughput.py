@@ -24,13 +24,17 @@ from pathlib import Path
 from bench.common import (
     CLK_TCK,
     OVERLAYD,
+    SERVICE_COMMS,
     UNSHARE,
     Namespace,
     Row,
     Samples,
     children_map,
+    comm,
     cpu_ticks,
+    descendants,
     main_for,
+    memory_kb,
     reps,
     scratch,
     write_exec,
@@ -155,10 +159,13 @@ def through_pid1(prefix: bool) -> dict[str, float | list[float]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
+        init = reader = None
         try:
             init = _init_of(proc.pid)
             seen = threading.Event()
-            reader = threading.Thread(target=_drain_until_end, args=(proc.stdout, seen))
+            reader = threading.Thread(
+                target=_drain_until_end, args=(proc.stdout, seen), daemon=True
+            )
             reader.start()
             writer = _open_when_read(fifo)
             ticks0 = cpu_ticks(init)
@@ -170,8 +177,12 @@ def through_pid1(prefix: bool) -> dict[str, float | list[float]]:
             elapsed = time.perf_counter() - t0
             cpu = (cpu_ticks(init) - ticks0) / CLK_TCK
         finally:
+            if init is not None:
+                os.kill(init, 9)  # PID 1 of the namespace: the kernel kills the rest
             proc.kill()
             proc.wait(10)
+            if reader is not None:
+                reader.join(10)
     mb = SIZE / 1e6
     return {"mbps": mb / elapsed, "cpu_ms_per_mb": 1000 * cpu / mb}
 
@@ -197,6 +208,44 @@ def _drain_until_end(stream, seen: threading.Event) -> None:
         tail = data[-16:]
 
 
+LOGGED = 20
+
+
+def tree_pss(column: str, loggers: bool) -> float:
+    """PSS (kB) of the supervision tree with LOGGED idle services, each with an s6-log or not."""
+    with scratch() as base:
+        sleeper = "#!/bin/sh\nexec sleep 1d\n"
+        root = base / "etc" / "services.d" if column == "overlayd" else base / "scandir"
+        for i in range(LOGGED):
+            write_exec(root / f"svc{i:02d}" / "run", sleeper)
+            if loggers:
+                write_exec(root / f"svc{i:02d}" / "log" / "run", logger(base / f"logs{i:02d}"))
+        if column == "overlayd":
+            argv = [str(OVERLAYD)]
+            env = {"OVERLAY_ROOT": str(base), "OVERLAY_RUN_DIR": str(base / "run")}
+        else:
+            argv, env = ["s6-svscan", str(root)], {}
+        with Namespace(argv, env, base / "init.log") as ns:
+            init = ns.init_pid
+            want = LOGGED * (2 if loggers else 1)
+            deadline = time.monotonic() + 60
+            while True:
+                running = [p for p in descendants(init) if comm(p) in ("sleep", "s6-log")]
+                if len(running) >= want:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(running)} of {want} processes: {ns.log_tail()}")
+                time.sleep(0.02)
+            time.sleep(0.3)  # let start-up pages settle before measuring
+            tree = [p for p in descendants(init) if comm(p) not in SERVICE_COMMS]
+            return float(sum(memory_kb(p)["pss"] for p in tree))
+
+
+def pss_per_logger(column: str) -> dict[str, float | list[float]]:
+    """kB of PSS each logged service adds: (with loggers - without) / LOGGED."""
+    return {"kb": (tree_pss(column, True) - tree_pss(column, False)) / LOGGED}
+
+
 def run() -> list[Row]:
     """Interleaved runs of every column, then the prefix runs."""
     logdir = Samples()
@@ -207,6 +256,10 @@ def run() -> list[Row]:
     for _ in range(reps(5, 2)):
         inherited.measure("overlayd", lambda: through_pid1(False))
         prefixed.measure("overlayd", lambda: through_pid1(True))
+    memory = Samples()
+    for _ in range(reps(3, 1)):
+        for column in ("overlayd", "s6"):
+            memory.measure(column, lambda c=column: pss_per_logger(c))
     mb = f"{SIZE // (1024 * 1024)} MiB of 100-byte lines"
     rows = [
         logdir.row(
@@ -223,6 +276,15 @@ def run() -> list[Row]:
     if sup and mine:
         rows[0].notes.append(f"overlayd / supervisord = {mine / sup:.2f}x")
     rows[0].notes.append("supervisord writes its own stdout_logfile (rotated at 1 MB), no s6-log")
+    rows.append(
+        memory.row(
+            f"PSS per additional logged service (s6-log + supervision), at {LOGGED}",
+            "kb",
+            ["overlayd", "s6"],
+            "kB",
+            "s6",
+        )
+    )
     for label, samples in (("inherited (default)", inherited), ("OVERLAY_LOG_PREFIX=1", prefixed)):
         rows.append(
             samples.row(
