@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_root
-from tests.harness import PYTHON, Booted, Tree, wait_until
+from tests.harness import PYTHON, Booted, Tree, _children, wait_until
 
 pytestmark = [
     needs_root,
@@ -132,9 +132,7 @@ def test_catchall_mode_0_leaves_everything_on_the_console(boot, tree: Tree) -> N
         assert line in booted.lines
 
 
-def test_catchall_applies_the_whole_script_and_runs_as_the_catchall_user(
-    boot, tree: Tree
-) -> None:
+def test_catchall_applies_the_whole_script_and_runs_as_the_catchall_user(boot, tree: Tree) -> None:
     with reachable_by_nobody() as base:
         _booted, logdir = boot_catchall(
             boot,
@@ -264,52 +262,75 @@ def test_100000_numbered_lines_arrive_once_in_order_across_restarts_and_rotation
     assert state_of(booted, "svc/log")["restarts"] >= 5
 
 
+COUNTING_WRITER = """
+import os, time
+fd = os.open({counter!r}, os.O_RDWR | os.O_CREAT)
+n = 0
+while n < {limit}:
+    n += 1
+    os.write(1, b"%d " % n + b"y" * 90 + b"\\n")
+    os.pwrite(fd, b"%010d" % n, 0)
+os.write(1, b"done\\n")
+time.sleep(1000)
+"""
+
+
+class CountingWriter:
+    """A service writing numbered 100-byte lines as fast as it can, counting them on disk."""
+
+    def __init__(self, tree: Tree, limit: int) -> None:
+        self.counter = tree.base / "written"
+        script = tree.write(
+            "writer.py", COUNTING_WRITER.format(counter=str(self.counter), limit=limit)
+        )
+        self.run = f"exec {PYTHON} {script}"
+
+    def count(self) -> int:
+        try:
+            return int(self.counter.read_bytes() or b"0")
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def wait_blocked(self, floor: int) -> int:
+        """Wait until it has written more than `floor` lines and then stopped; the count."""
+
+        def stalled() -> bool:
+            before = self.count()
+            time.sleep(0.5)
+            return before > floor and self.count() == before
+
+        wait_until(stalled, what="the writer to block")
+        return self.count()
+
+    def assert_stays_blocked_while_pid1_is_flat_and_answers(self, init_pid: int, client) -> None:
+        """Over a second: no line more, PID 1's RSS within 1 MiB, status answering each time."""
+        blocked_at = self.count()
+        rss = [_rss_kb(init_pid)]
+        for _ in range(5):
+            with client() as control:
+                assert control.status(["svc"])[0]["state"] == "up"
+            time.sleep(0.2)
+            rss.append(_rss_kb(init_pid))
+        assert self.count() == blocked_at
+        assert max(rss) - min(rss) < 1024, rss
+
+
 def test_a_full_logdir_blocks_the_service_while_pid1_stays_flat_and_answers(
     boot, tree: Tree
 ) -> None:
     logdir = tree.base / "tiny"
     logdir.mkdir()
-    counter = tree.base / "written"
     tree.script("cont-init.d", "10-tiny", f"mount -t tmpfs -o size=64k tmpfs {logdir}")
-    writer = (
-        "import os\n"
-        f"fd = os.open({str(counter)!r}, os.O_RDWR | os.O_CREAT)\n"
-        "n = 0\n"
-        "while True:\n"
-        "    os.write(1, b'x' * 99 + b'\\n')\n"
-        "    n += 1\n"
-        "    os.pwrite(fd, b'%010d' % n, 0)\n"
-    )
-    script = tree.write("writer.py", writer)
+    writer = CountingWriter(tree, 10**9)
     tree.service(
         "svc",
-        f"exec {PYTHON} {script}",
+        writer.run,
         files={"log/run": f"#!/bin/sh\nexec s6-log -b -- n20 s1000000 {logdir}\n"},
     )
     booted = boot()
-
-    def written() -> int:
-        try:
-            return int(counter.read_bytes() or b"0")
-        except (FileNotFoundError, ValueError):
-            return 0
-
-    # The tmpfs holds ~640 lines; the pipes ~64 KB more: the writer must stop well before 5000.
-    def stalled() -> bool:
-        before = written()
-        time.sleep(0.5)
-        return before > 600 and written() == before
-
-    wait_until(stalled, what="the writer to block on the full logdir")
-    rss = [_rss_kb(booted.init_pid)]
-    blocked_at = written()
-    for _ in range(5):
-        with booted.client() as client:
-            assert client.status(["svc"])[0]["state"] == "up"
-        time.sleep(0.2)
-        rss.append(_rss_kb(booted.init_pid))
-    assert written() == blocked_at < 5000
-    assert max(rss) - min(rss) < 1024, rss
+    # The tmpfs holds ~640 lines, the pipe ~650 more: the writer must stop well before 5000.
+    assert writer.wait_blocked(600) < 5000
+    writer.assert_stays_blocked_while_pid1_is_flat_and_answers(booted.init_pid, booted.client)
     assert _state_letter(state_of(booted, "svc")["pid"], booted) in ("S", "D")
 
 
@@ -446,20 +467,8 @@ def test_prefix_keeps_stderr_on_stderr_and_adds_timestamps(tree: Tree) -> None:
 
 
 def test_a_stalled_container_output_blocks_the_services_not_pid1(tree: Tree) -> None:
-    counter = tree.base / "written"
-    writer = tree.write(
-        "writer.py",
-        "import os\n"
-        f"fd = os.open({str(counter)!r}, os.O_RDWR | os.O_CREAT)\n"
-        "n = 0\n"
-        "while n < 200000:\n"
-        "    n += 1\n"
-        "    os.write(1, b'%d ' % n + b'y' * 90 + b'\\n')\n"
-        "    os.pwrite(fd, b'%010d' % n, 0)\n"
-        "os.write(1, b'done\\n')\n"
-        "import time; time.sleep(1000)\n",
-    )
-    tree.service("svc", f"exec {PYTHON} {writer}")
+    writer = CountingWriter(tree, 200_000)
+    tree.service("svc", writer.run)
     read_end, write_end = os.pipe()
     env = {
         "PATH": os.environ["PATH"],
@@ -472,31 +481,10 @@ def test_a_stalled_container_output_blocks_the_services_not_pid1(tree: Tree) -> 
         env=env, stdout=write_end, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     os.close(write_end)
-    booted_like = _Outside(proc, tree)
+    outside = _Outside(proc, tree)
     try:
-
-        def written() -> int:
-            try:
-                return int(counter.read_bytes() or b"0")
-            except (FileNotFoundError, ValueError):
-                return 0
-
-        def stalled() -> bool:
-            before = written()
-            time.sleep(0.5)
-            return before > 1000 and written() == before
-
-        wait_until(stalled, what="the service to block on the unread output")
-        blocked_at = written()
-        init = booted_like.init_pid
-        rss = [_rss_kb(init)]
-        for _ in range(5):
-            with booted_like.client() as client:
-                assert client.status(["svc"])[0]["state"] == "up"
-            time.sleep(0.2)
-            rss.append(_rss_kb(init))
-        assert written() == blocked_at < 200_000
-        assert max(rss) - min(rss) < 1024, rss
+        assert writer.wait_blocked(1000) < 200_000
+        writer.assert_stays_blocked_while_pid1_is_flat_and_answers(outside.init_pid, outside.client)
         # Now read: every line arrives, whole, prefixed, in order.
         lines: list[bytes] = []
         pending = b""
@@ -508,8 +496,7 @@ def test_a_stalled_container_output_blocks_the_services_not_pid1(tree: Tree) -> 
             lines += [line for line in done if line.startswith(b"svc | ")]
         assert lines[:-1] == [b"svc | %d " % i + b"y" * 90 for i in range(1, 200_001)]
     finally:
-        proc.kill()
-        proc.wait(10)
+        outside.kill()
         os.close(read_end)
 
 
@@ -522,17 +509,14 @@ class _Outside:
 
     @property
     def init_pid(self) -> int:
-        return wait_until(  # type: ignore[return-value]
-            lambda: (
-                Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-                and int(
-                    Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-                    .read_text()
-                    .split()[0]
-                )
-            ),
-            what="overlayd",
-        )
+        found = wait_until(lambda: _children(self.proc.pid), 10, "overlayd to be forked")
+        return found[0]  # type: ignore[index]
+
+    def kill(self) -> None:
+        """SIGKILL the namespace's PID 1 (the kernel kills the rest), then reap unshare."""
+        for pid in _children(self.proc.pid):
+            os.kill(pid, 9)
+        self.proc.wait(10)
 
     def client(self):
         from overlayctl.client import Client
@@ -577,6 +561,21 @@ def test_logs_reads_the_last_lines_across_current_and_archives(boot, tree: Tree)
     assert records["plain"]["log"]["source"] == "console"
 
 
+@contextlib.contextmanager
+def following(booted: Booted, *args: str) -> Iterator:
+    """`overlayctl logs -f ARGS` running; yields its stdout; killed (as ^C would) at the end."""
+    follower = subprocess.Popen(
+        [PYTHON, "-m", "overlayctl", "--socket", str(booted.socket), "logs", "-f", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield follower.stdout
+    finally:
+        follower.kill()
+        follower.wait(10)
+
+
 def test_logs_follows_a_logdir_across_rotations(boot, tree: Tree) -> None:
     logdir = tree.base / "logs"
     fifo = tree.base / "more"
@@ -591,19 +590,12 @@ def test_logs_follows_a_logdir_across_rotations(boot, tree: Tree) -> None:
         lambda: (logdir / "current").exists() and "first" in (logdir / "current").read_text(),
         what="the first line",
     )
-    follower = subprocess.Popen(
-        [PYTHON, "-m", "overlayctl", "--socket", str(booted.socket), "logs", "-f", "svc"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert follower.stdout.readline() == "first\n"
+    with following(booted, "svc") as lines:
+        assert lines.readline() == "first\n"
         with open(fifo, "w") as handle:
             handle.write("go\n")
-        got = [follower.stdout.readline().strip() for _ in range(2000)]
+        got = [lines.readline().strip() for _ in range(2000)]
         assert got == [str(i) for i in range(1, 2001)]
-    finally:
-        follower.kill()
-        follower.wait(10)
 
 
 def test_logs_reads_and_follows_the_ring_when_prefixing(boot, tree: Tree) -> None:
@@ -615,15 +607,8 @@ def test_logs_reads_and_follows_the_ring_when_prefixing(boot, tree: Tree) -> Non
     shown = booted.ctl("logs", "-n", "3", "web")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines() == ["web | 98", "web | 99", "web | 100"]
-    follower = subprocess.Popen(
-        [PYTHON, "-m", "overlayctl", "--socket", str(booted.socket), "logs", "-n1", "-f", "web"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert follower.stdout.readline() == "web | 100\n"
+    with following(booted, "-n1", "web") as lines:
+        assert lines.readline() == "web | 100\n"
         with open(fifo, "w") as handle:
             handle.write("go\n")
-        assert follower.stdout.readline() == "web | after-follow\n"
-    finally:
-        follower.kill()
-        follower.wait(10)
+        assert lines.readline() == "web | after-follow\n"
