@@ -35,7 +35,11 @@ RESTART_DELAY = 1.0
 
 
 def _dup_cloexec(fd: int) -> int:
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    """A close-on-exec copy of the console fd; /dev/null when the container gave none."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
 def catchall_argv(settings: LogSettings, s6_log: str, setuidgid: str | None) -> list[str]:

@@ -125,6 +125,14 @@ def test_catchall_mode_1_copies_everything_but_the_cmd_to_the_console(boot, tree
     assert "the-last-line-of-cont-finish" in console
 
 
+def test_catchall_and_prefixes_together_catch_prefixed_lines(boot, tree: Tree) -> None:
+    booted, logdir = boot_catchall(boot, tree, "1", OVERLAY_LOG_PREFIX="1")
+    caught = without_stamp(logdir_lines(logdir))
+    assert "svc | from-service" in caught and "svc | from-service-stderr" in caught
+    assert "from-cont-init" in caught  # scripts are not prefixed
+    assert "svc | from-service" in booted.lines and "from-cmd" in booted.lines
+
+
 def test_catchall_mode_0_leaves_everything_on_the_console(boot, tree: Tree) -> None:
     booted, logdir = boot_catchall(boot, tree, "0")
     assert not logdir.exists()
