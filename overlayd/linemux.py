@@ -177,28 +177,25 @@ class Ring:
     __slots__ = ("chunks", "lines", "size")
 
     def __init__(self) -> None:
-        self.chunks: deque[tuple[bytes, int]] = deque()
+        self.chunks: deque[bytes] = deque()
         self.size = 0
         self.lines = 0  # lines ever added: the cursor `overlayctl logs -f` follows
 
-    def add(self, data: bytes) -> None:
-        count = data.count(b"\n")
+    def add(self, data: bytes, count: int) -> None:
+        """Keep `data` (`count` whole lines), dropping the oldest beyond RING_BYTES."""
         self.lines += count
         if len(data) > RING_BYTES:
-            cut = data.find(b"\n", len(data) - RING_BYTES) + 1
-            data = data[cut:]
-            count = data.count(b"\n")
+            data = data[data.find(b"\n", len(data) - RING_BYTES) + 1 :]
             self.chunks.clear()
             self.size = 0
-        self.chunks.append((data, count))
+        self.chunks.append(data)
         self.size += len(data)
         while self.size > RING_BYTES:
-            old, _ = self.chunks.popleft()
-            self.size -= len(old)
+            self.size -= len(self.chunks.popleft())
 
     def tail(self, limit: int, after: int | None = None) -> tuple[list[str], int]:
         """The last `limit` lines (only those past cursor `after`, if given); the new cursor."""
-        lines = b"".join(chunk for chunk, _ in self.chunks).split(b"\n")[:-1]
+        lines = b"".join(self.chunks).split(b"\n")[:-1]
         if after is not None:
             new = self.lines - after
             lines = lines[len(lines) - min(max(new, 0), len(lines)) :]
@@ -278,11 +275,12 @@ class Feed:
     def _emit(self, text: bytes) -> None:
         """Write `text` (lines joined by newlines, no final newline) prefixed, line by line."""
         limit = self.text_max
-        if len(text) > limit and max(map(len, text.split(b"\n"))) > limit:
+        if len(text) > limit and _may_have_long_line(text, limit):
             text = b"\n".join(_split_long(text.split(b"\n"), limit))
         prefix = self._prefix()
         data = prefix + text.replace(b"\n", b"\n" + prefix) + b"\n"
-        self.ring.add(data)
+        # Each line added one prefix and the text one newline fewer than lines: no count().
+        self.ring.add(data, (len(data) - len(text) - 1) // len(prefix))
         self.output.write(data)
 
     def close(self) -> None:
@@ -307,6 +305,17 @@ class Feed:
         self.closed = True
         os.close(self.read_end)
         self.output.feeds.remove(self)
+
+
+def _may_have_long_line(text: bytes, limit: int) -> bool:
+    """False when no line of `text` is longer than `limit`; True when one may be.
+
+    A run of more than `limit` bytes without a newline covers a whole aligned window of
+    (limit + 1) // 2 bytes, so a newline found in every window rules it out: a few find()
+    calls per read instead of splitting it into lines.
+    """
+    window = (limit + 1) // 2
+    return any(text.find(b"\n", start, start + window) < 0 for start in range(0, len(text), window))
 
 
 def _split_long(lines: list[bytes], limit: int) -> list[bytes]:

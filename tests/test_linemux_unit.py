@@ -154,3 +154,18 @@ def test_close_writes_out_what_was_still_in_the_pipe() -> None:
     rig.turn()
     assert done.done
     assert rig.read(rig.out_r) == b"web | one\nweb | two\n"
+
+
+def test_the_long_line_check_never_misses_a_long_line() -> None:
+    import random
+
+    from overlayd.linemux import _may_have_long_line
+
+    rng = random.Random(12)
+    for _ in range(3000):
+        limit = rng.randint(16, 200)
+        lines = [b"a" * rng.choice([0, 1, limit - 1, limit, limit + 1, rng.randint(0, 3 * limit)])
+                 for _ in range(rng.randint(1, 6))]  # fmt: skip
+        text = b"\n".join(lines)
+        if max(map(len, lines)) > limit:
+            assert _may_have_long_line(text, limit), (limit, [len(x) for x in lines])
