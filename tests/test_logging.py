@@ -157,6 +157,46 @@ def test_catchall_applies_the_whole_script_and_runs_as_the_catchall_user(boot, t
         assert "from-cmd" in lines and not any(STAMP.match(line) for line in lines)  # no T
 
 
+@pytest.mark.parametrize("use_terminal", ["0", "1"])
+def test_catchall_mode_2_on_a_terminal_keeps_the_cmd_there_with_s6_cmd_use_terminal(
+    tree: Tree, use_terminal: str
+) -> None:
+    logdir = tree.base / "uncaught"
+    master, slave = os.openpty()
+    env = {
+        "PATH": os.environ["PATH"],
+        "OVERLAY_ROOT": str(tree.root),
+        "OVERLAY_RUN_DIR": str(tree.run_dir),
+        "S6_LOGGING": "2",
+        "S6_CMD_USE_TERMINAL": use_terminal,
+        "OVERLAY_UNCAUGHT_LOGS": str(logdir),
+    }
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-m", "overlayd"]
+    try:
+        proc = subprocess.Popen(
+            [*argv, "sh", "-c", "echo cmd-on-terminal"],
+            stdin=slave, stdout=slave, stderr=slave, env=env,
+        )  # fmt: skip
+    finally:
+        os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every slave end is closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(30) == 0
+    caught = without_stamp(logdir_lines(logdir))
+    if use_terminal == "1":
+        assert b"cmd-on-terminal" in seen and "cmd-on-terminal" not in caught
+    else:
+        assert b"cmd-on-terminal" not in seen and "cmd-on-terminal" in caught
+
+
 def test_catchall_user_that_does_not_exist_is_one_line_and_exit_100(boot, tree: Tree) -> None:
     booted = boot("true", env={"S6_LOGGING": "1", "S6_CATCHALL_USER": "no-such-user-x"})
     assert booted.wait() == 100
