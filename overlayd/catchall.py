@@ -105,6 +105,7 @@ class CatchAll:
         os.dup2(write_end, 1)
         os.dup2(write_end, 2)
         os.close(write_end)
+        log.reopen()
         log.debug(f"catch-all logger: {' '.join(self.argv)}")
         return True
 
@@ -162,6 +163,7 @@ class CatchAll:
     def _give_back_console(self) -> None:
         os.dup2(self.console_out, 1)
         os.dup2(self.console_err, 2)
+        log.reopen()
 
     def stop(self) -> Future:
         """Give fds 1 and 2 back to the console; a Future resolved when s6-log has exited."""

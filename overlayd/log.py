@@ -65,3 +65,11 @@ def exception(message: str) -> None:
     import traceback
 
     _write(PREFIX + "error: " + message + "\n" + traceback.format_exc())
+
+
+def reopen() -> None:
+    """fd 2 now points elsewhere (the catch-all took it, or gave the console back).
+
+    Lines are written to fd 2 itself, so there is nothing to do here; a writer that keeps a
+    descriptor of its own must let it go here and open the new fd 2 on its next line.
+    """
