@@ -77,7 +77,7 @@ def find_s6_log_logdir(pid: int) -> str | None:
 
 def describe(container: Container, service: Service) -> dict[str, object]:
     """{'source', 'logdir', 'where'}: where `service`'s output can be read back."""
-    logger = service.logger
+    logger = container.supervisor.get(f"{service.name}/log")  # its log/ service, if any
     if logger is not None:
         logdir = find_s6_log_logdir(logger.pid) if logger.pid is not None else None
         if logdir is not None:
