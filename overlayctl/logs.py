@@ -19,7 +19,7 @@ from overlayctl.commands import Invocation, err, execute, out
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, BinaryIO
 
 FOLLOW_INTERVAL = 0.25  # s between looks at `current` or at the ring while following
 READ_CHUNK = 1 << 16
@@ -37,26 +37,48 @@ def archives(logdir: str) -> list[str]:
     ]
 
 
-def _read(path: str) -> bytes:
+def _lines(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def _open(path: str) -> "BinaryIO | None":
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        return open(path, "rb")  # handed to the follower, which closes it
     except FileNotFoundError:
-        return b""
+        return None
 
 
-def last_lines(logdir: str, count: int) -> list[bytes]:
-    """The last `count` lines across `current` and the newest archives (-1: all of them)."""
-    collected: list[bytes] = []
-    for path in [os.path.join(logdir, "current"), *reversed(archives(logdir))]:
-        data = _read(path)
-        lines = data.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        collected = lines + collected
+def read_tail(logdir: str, count: int) -> "tuple[list[bytes], BinaryIO | None]":
+    """The last `count` lines (-1: all) across `current` and the newest archives, and
+    `current` left open just past them, for -f to go on from without a gap.
+
+    `current` is opened first: if s6-log rotates it meanwhile, the archive it became is
+    recognised by its inode and not read twice.
+    """
+    current = _open(os.path.join(logdir, "current"))
+    data = current.read() if current is not None else b""
+    whole = data.rfind(b"\n") + 1  # a line being written is left for the follower
+    collected = _lines(data[:whole])
+    inode = None
+    if current is not None:
+        current.seek(whole)
+        inode = os.fstat(current.fileno()).st_ino
+    for path in reversed(archives(logdir)):
         if 0 <= count <= len(collected):
             break
-    return collected if count < 0 else collected[len(collected) - min(count, len(collected)) :]
+        try:
+            with open(path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_ino == inode:
+                    continue
+                collected = _lines(handle.read()) + collected
+        except FileNotFoundError:
+            continue  # deleted by s6-log's rotation meanwhile
+    if count >= 0:
+        collected = collected[len(collected) - min(count, len(collected)) :]
+    return collected, current
 
 
 def _write(data: bytes) -> None:
@@ -64,13 +86,17 @@ def _write(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-def follow_logdir(logdir: str) -> None:
-    """Print what is appended to `current`, following it when s6-log rotates it; until ^C."""
+def follow_logdir(logdir: str, handle: "BinaryIO | None") -> None:
+    """Print what is appended to `current` from `handle` on, following it when s6-log
+    rotates it (the rest of the old file first), as `tail -F` does; until ^C."""
     path = os.path.join(logdir, "current")
-    handle = open(path, "rb")  # noqa: SIM115 (re-opened at each rotation)
-    handle.seek(0, os.SEEK_END)
     try:
         while True:
+            if handle is None:
+                handle = _open(path)
+                if handle is None:
+                    time.sleep(FOLLOW_INTERVAL)
+                    continue
             data = handle.read(READ_CHUNK)
             if data:
                 _write(data)
@@ -82,11 +108,12 @@ def follow_logdir(logdir: str) -> None:
             if rotated:
                 _write(handle.read())  # the tail of the file that became an archive
                 handle.close()
-                handle = open(path, "rb")  # noqa: SIM115
+                handle = None
                 continue
             time.sleep(FOLLOW_INTERVAL)
     finally:
-        handle.close()
+        if handle is not None:
+            handle.close()
 
 
 def logs(inv: Invocation, name: str, lines: int = 10, follow: bool = False) -> int:
@@ -98,7 +125,7 @@ def logs(inv: Invocation, name: str, lines: int = 10, follow: bool = False) -> i
         if source == "logdir":
             logdir = str(answer["logdir"])
             try:
-                text = last_lines(logdir, lines)
+                text, current = read_tail(logdir, lines)
             except OSError as exc:
                 err(render.error_line(f"logs: cannot read {logdir}: {exc.strerror}"))
                 return render.EXIT_NO
@@ -108,7 +135,9 @@ def logs(inv: Invocation, name: str, lines: int = 10, follow: bool = False) -> i
             elif text:
                 _write(b"\n".join(text) + b"\n")
             if follow:
-                follow_logdir(logdir)
+                follow_logdir(logdir, current)
+            elif current is not None:
+                current.close()
             return render.EXIT_OK
         if source == "ring":
             if inv.json:
