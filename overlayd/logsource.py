@@ -12,8 +12,8 @@ import os
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from .core import Core as Container
     from .service import Service
-    from .stages import Container
 
 S6_LOG = "s6-log"
 MAX_TREE = 64  # processes looked at below a logger when finding its s6-log
@@ -88,7 +88,7 @@ def describe(container: Container, service: Service) -> dict[str, object]:
             "logdir": None,
             "where": f"its stdout goes to its logger {logger.name}, which {why}",
         }
-    outputs = getattr(container, "outputs", None)
+    outputs = getattr(container.supervisor, "outputs", None)  # None in a test's fake
     mux = outputs.linemux if outputs is not None else None
     if mux is not None and mux.ring(service.name) is not None:
         return {"source": "ring", "logdir": None, "where": "the container's output, prefixed"}
@@ -116,6 +116,6 @@ def read_back(
     result["lines"] = None
     result["cursor"] = None
     if result["source"] == "ring":
-        ring = container.outputs.linemux.ring(service.name)  # type: ignore[union-attr]
+        ring = container.supervisor.outputs.linemux.ring(service.name)  # type: ignore[union-attr]
         result["lines"], result["cursor"] = ring.tail(lines, after)
     return result
