@@ -660,3 +660,29 @@ def test_logs_reads_and_follows_the_ring_when_prefixing(boot, tree: Tree) -> Non
         with open(fifo, "w") as handle:
             handle.write("go\n")
         assert lines.readline() == "web | after-follow\n"
+
+
+def test_idle_with_prefixes_and_the_catchall_overlayd_never_wakes_up(boot, tree: Tree) -> None:
+    from tests.test_idle import SLACK, WINDOW, cmdline, wakeups
+
+    for i in range(20):
+        tree.service(f"svc{i:02d}", "echo up; exec sleep 1000")
+    booted = boot(
+        env={
+            "OVERLAY_LOG_PREFIX": "1",
+            "OVERLAY_LOG_TIMESTAMPS": "1",
+            "S6_LOGGING": "1",
+            "OVERLAY_UNCAUGHT_LOGS": str(tree.base / "uncaught"),
+        }
+    )
+    booted.wait_for(r"svc\d\d \| up$", count=20)
+    wait_until(
+        lambda: [cmdline(p) for p in booted.descendants()].count(b"sleep\x001000\x00") == 20,
+        what="20 services settled in `sleep 1000`",
+    )
+    pid = booted.init_pid
+    before = wakeups(pid)
+    time.sleep(WINDOW)  # the measurement window
+    after = wakeups(pid)
+    voluntary, involuntary, ticks = (a - b for a, b in zip(after, before, strict=True))
+    assert max(voluntary, involuntary, ticks) <= SLACK, (voluntary, involuntary, ticks)
