@@ -50,6 +50,19 @@ def reachable_by_nobody() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+PID1 = ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-m", "overlayd"]
+
+
+def own_output_env(tree: Tree, **extra: str) -> dict[str, str]:
+    """The environment for an overlayd the test starts itself, to give it its own stdout."""
+    return {
+        "PATH": os.environ["PATH"],
+        "OVERLAY_ROOT": str(tree.root),
+        "OVERLAY_RUN_DIR": str(tree.run_dir),
+        **extra,
+    }
+
+
 def state_of(booted: Booted, name: str) -> dict:
     with booted.client() as client:
         return client.status([name])[0]
@@ -163,18 +176,12 @@ def test_catchall_mode_2_on_a_terminal_keeps_the_cmd_there_with_s6_cmd_use_termi
 ) -> None:
     logdir = tree.base / "uncaught"
     master, slave = os.openpty()
-    env = {
-        "PATH": os.environ["PATH"],
-        "OVERLAY_ROOT": str(tree.root),
-        "OVERLAY_RUN_DIR": str(tree.run_dir),
-        "S6_LOGGING": "2",
-        "S6_CMD_USE_TERMINAL": use_terminal,
-        "OVERLAY_UNCAUGHT_LOGS": str(logdir),
-    }
-    argv = ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-m", "overlayd"]
+    env = own_output_env(
+        tree, S6_LOGGING="2", S6_CMD_USE_TERMINAL=use_terminal, OVERLAY_UNCAUGHT_LOGS=str(logdir)
+    )
     try:
         proc = subprocess.Popen(
-            [*argv, "sh", "-c", "echo cmd-on-terminal"],
+            [*PID1, "sh", "-c", "echo cmd-on-terminal"],
             stdin=slave, stdout=slave, stderr=slave, env=env,
         )  # fmt: skip
     finally:
@@ -489,18 +496,11 @@ def test_two_services_writing_50000_lines_each_come_out_whole_and_prefixed(
 
 def test_prefix_keeps_stderr_on_stderr_and_adds_timestamps(tree: Tree) -> None:
     tree.service("web", "echo to-out; echo to-err >&2; exec sleep 1000")
-    env = {
-        "PATH": os.environ["PATH"],
-        "OVERLAY_ROOT": str(tree.root),
-        "OVERLAY_RUN_DIR": str(tree.run_dir),
-        "OVERLAY_LOG_PREFIX": "1",
-        "OVERLAY_LOG_TIMESTAMPS": "1",
-    }
+    env = own_output_env(tree, OVERLAY_LOG_PREFIX="1", OVERLAY_LOG_TIMESTAMPS="1")
     cmd = f"until grep -q to-err {tree.base}/err 2>/dev/null; do sleep 0.05; done"
     with open(tree.base / "out", "wb") as out_file, open(tree.base / "err", "wb") as err_file:
         done = subprocess.run(
-            ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-m", "overlayd", "sh", "-c",
-             cmd],
+            [*PID1, "sh", "-c", cmd],
             env=env, stdout=out_file, stderr=err_file, timeout=60,
         )  # fmt: skip
     assert done.returncode == 0
@@ -518,14 +518,9 @@ def test_a_stalled_container_output_blocks_the_services_not_pid1(tree: Tree) -> 
     writer = CountingWriter(tree, 200_000)
     tree.service("svc", writer.run)
     read_end, write_end = os.pipe()
-    env = {
-        "PATH": os.environ["PATH"],
-        "OVERLAY_ROOT": str(tree.root),
-        "OVERLAY_RUN_DIR": str(tree.run_dir),
-        "OVERLAY_LOG_PREFIX": "1",
-    }
+    env = own_output_env(tree, OVERLAY_LOG_PREFIX="1")
     proc = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-m", "overlayd"],
+        PID1,
         env=env, stdout=write_end, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     os.close(write_end)
