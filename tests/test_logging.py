@@ -494,6 +494,21 @@ def test_two_services_writing_50000_lines_each_come_out_whole_and_prefixed(
     assert strays == []
 
 
+def test_a_service_that_never_writes_a_newline_comes_out_in_capped_prefixed_lines(
+    boot, tree: Tree
+) -> None:
+    tree.service("blob", "head -c 1000000 /dev/zero | tr '\\0' x; exec sleep 1000")
+    booted = boot(env={"OVERLAY_LOG_PREFIX": "1"})
+    # The last piece has no newline: it comes out PARTIAL_DELAY (2 s) after it was written.
+    wait_until(
+        lambda: sum(len(line) - 7 for line in booted.lines if line.startswith("blob | ")) >= 10**6,
+        what="all of the blob",
+    )
+    pieces = [line for line in booted.lines if line.startswith("blob | ")]
+    assert "".join(line[7:] for line in pieces) == "x" * 10**6
+    assert max(len(line) + 1 for line in pieces) == 4096  # the cap, prefix and newline included
+
+
 def test_prefix_keeps_stderr_on_stderr_and_adds_timestamps(tree: Tree) -> None:
     tree.service("web", "echo to-out; echo to-err >&2; exec sleep 1000")
     env = own_output_env(tree, OVERLAY_LOG_PREFIX="1", OVERLAY_LOG_TIMESTAMPS="1")
