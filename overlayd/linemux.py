@@ -243,6 +243,9 @@ class Feed:
             data = os.read(self.read_end, READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
+        except OSError as exc:  # cannot happen on a pipe we made; never spin on it if it does
+            log.error(f"reading {self.name.decode(errors='replace')}'s output: {exc.strerror}")
+            data = b""
         if not data:
             self.pause()
             return
