@@ -16,7 +16,10 @@ import time
 
 from bench.common import RESULTS, Row, ensure_peers, header, overlayd_problem, table
 
-FIGURES = ["boot", "stop", "memory", "idle", "restart", "reap", "control", "s6tools", "dist"]
+FIGURES = [
+    "boot", "stop", "memory", "idle", "restart", "reap", "control", "s6tools", "dist",
+    "logthroughput",
+]
 
 
 def main(argv: list[str]) -> int:

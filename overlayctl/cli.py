@@ -214,6 +214,11 @@ def version(ctx: typer.Context, socket: SocketOpt = None, json_output: JsonOpt =
     _done(commands.version(_inv(ctx, socket, json_output)))
 
 
+from overlayctl import logs as _logs  # noqa: E402  (the command lives in its own module)
+
+_logs.register(app, _inv, SocketOpt, JsonOpt)
+
+
 def _usage_line(exc: typer.TyperException) -> str:
     """A click usage error as one line, with a pointer to the right --help."""
     message = exc.format_message()

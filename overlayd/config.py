@@ -44,6 +44,7 @@ _FIELDS = (
     "sync_disks",
     "verbosity",
     "s6_paths",
+    "log",
 )
 
 
@@ -131,14 +132,17 @@ def _path(env: Mapping[str, str], name: str, default: str) -> str:
 
 def load(env: Mapping[str, str]) -> Config:
     """Read and validate every variable; raise ConfigError on the first bad one."""
+    from .logsettings import load as load_log_settings
+
     run_dir = _path(env, "OVERLAY_RUN_DIR", "/run/overlay")
+    logging = _choice(env, "S6_LOGGING", 0, range(3))
     return Config(
         root=_path(env, "OVERLAY_ROOT", "/"),
         run_dir=run_dir,
         socket_path=_path(env, "OVERLAY_SOCKET", os.path.join(run_dir, "control.sock")),
         socket_gid=_group(env, "OVERLAY_SOCKET_GROUP"),
         keep_env=_nonzero_int(env, "S6_KEEP_ENV"),
-        logging=_choice(env, "S6_LOGGING", 0, range(3)),
+        logging=logging,
         behaviour_if_stage2_fails=_choice(env, "S6_BEHAVIOUR_IF_STAGE2_FAILS", 0, range(3)),
         cmd_wait_for_services=_flag(env, "S6_CMD_WAIT_FOR_SERVICES"),
         cmd_wait_for_services_maxtime=_millis(env, "S6_CMD_WAIT_FOR_SERVICES_MAXTIME", 0),
@@ -155,4 +159,5 @@ def load(env: Mapping[str, str]) -> Config:
         # None: on exactly when PID 1 (s6paths.enabled)
         s6_paths=None if _get(env, "OVERLAY_S6_PATHS") is None
         else _choice(env, "OVERLAY_S6_PATHS", 0, range(2)),
+        log=load_log_settings(env, logging),  # S6_LOGGING*, OVERLAY_LOG_* (logsettings.py)
     )

@@ -279,8 +279,11 @@ def status(session: Session, names: list[str], details: bool) -> list[dict[str, 
     reply = Future()
 
     def fill(walked: Future) -> None:
-        for record, pid in zip(records, pids, strict=True):
+        from .logsource import describe
+
+        for record, pid, service in zip(records, pids, services, strict=True):
             record.update(walked.result.get(pid, NO_FIGURES))
+            record["log"] = describe(container, service)  # where its output goes
         reply.set_result(records)
 
     process_figures_later(session.container).add_done_callback(fill)
@@ -420,6 +423,15 @@ def subscribe(session: Session) -> bool:
     return True
 
 
+def logs(session: Session, name: str, lines: int, after: int | None) -> dict[str, object]:
+    """Where ``name``'s output goes; with prefixing on, its last ``lines`` lines (after
+    cursor ``after``) from the ring, and the cursor to follow from."""
+    from .logsource import read_back
+
+    (service,) = lookup(session.container, [name])
+    return read_back(session.container, service, lines, after)
+
+
 HANDLERS: dict[str, Handler] = {
     "hello": hello,
     "status": status,
@@ -432,4 +444,5 @@ HANDLERS: dict[str, Handler] = {
     "check": check,
     "shutdown": shutdown,
     "subscribe": subscribe,
+    "logs": logs,
 }

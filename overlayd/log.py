@@ -223,3 +223,28 @@ def exception(message: str) -> None:
     import traceback
 
     _write(PREFIX + "error: " + message + "\n" + traceback.format_exc())
+
+
+def reopen() -> None:
+    """fd 2 now points elsewhere (the catch-all took it, or gave the console back).
+
+    What can go out now goes to the old place; then our own non-blocking descriptor of it is
+    let go (holding it would keep the catch-all's pipe open, so s6-log would never see EOF),
+    and the next line picks a descriptor for the new fd 2. Lines still pending go there.
+    """
+    global _fd, _mode
+    if _fd < 0:
+        return
+    if _pending:
+        del _pending[: _send(_pending)]
+    _unwatch()
+    if _fd != 2:
+        try:
+            os.close(_fd)
+        except OSError:
+            pass
+    _fd, _mode = -1, _DIRECT
+    if _pending:
+        _open()
+        _flush()
+

@@ -204,13 +204,15 @@ class Runtime:
 
     def spawn(
         self, argv: list[str], cwd: str, stdin: int | None, stdout: int | None,
-        extra_fds: dict[int, int] | None,
+        extra_fds: dict[int, int] | None, stderr: int | None = None,
     ) -> int:
         """`run` or `finish`: own session, cwd the service directory, stdin /dev/null unless
-        given (a logger's pipe), stdout the log pipe when there is one. Raises OSError."""
+        given (a logger's pipe), stdout the log pipe when there is one, stderr the line
+        prefixer's pipe with OVERLAY_LOG_PREFIX=1. Raises OSError."""
         return spawn.spawn(
             argv, self.child_env(), cwd=cwd, new_session=True,
-            stdin=spawn.devnull() if stdin is None else stdin, stdout=stdout, extra_fds=extra_fds,
+            stdin=spawn.devnull() if stdin is None else stdin, stdout=stdout, stderr=stderr,
+            extra_fds=extra_fds,
         )
 
     def watch(self, pid: int, on_exit: Callable[[ExitStatus], None]) -> None:
@@ -264,6 +266,7 @@ class Service:
         self.rt = runtime
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
+        self.stderr_fd: int | None = None  # the line prefixer's pipe (OVERLAY_LOG_PREFIX=1)
         self.state = FAILED if definition.problem else DOWN
         self.reason: str | None = definition.problem
         self.want = WANT_DOWN
@@ -430,7 +433,9 @@ class Service:
             read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             extra = {definition.notification_fd: write_end}
         try:
-            pid = self.rt.spawn(argv, self.directory, self.stdin_fd, self.stdout_fd, extra)
+            pid = self.rt.spawn(
+                argv, self.directory, self.stdin_fd, self.stdout_fd, extra, self.stderr_fd
+            )
         except OSError as exc:
             log.error(f"service {self.name}: cannot fork: {exc.strerror}; retrying in 1 s")
             if read_end is not None:
@@ -515,7 +520,8 @@ class Service:
             log.warn(warning)
         try:
             pid = self.rt.spawn(
-                argv, self.directory, self.stdin_fd, self.stdout_fd, None
+                argv, self.directory, self.stdin_fd, self.stdout_fd, None,
+                self.stderr_fd,
             )
         except OSError as exc:
             log.error(f"service {self.name}: cannot run finish: {exc.strerror}")

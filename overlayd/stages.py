@@ -14,6 +14,7 @@ from .config import Config
 from .core import Core
 from .exitcode import read_exitcode_file
 from .loop import TIMED_OUT, Future, Loop, Task, first_of
+from .outputs import Outputs
 from .reaper import ExitStatus, Reaper
 from .supervisor import Supervisor
 
@@ -61,6 +62,8 @@ class Container:
         self.server: ControlServer | None = None
         self._control_sock: socket.socket | None = None
         self.s6: S6Paths | None = None  # DESIGN §11's paths, when on
+        self.outputs = Outputs(self.loop, self.reaper, config.log)
+        self.supervisor.outputs = self.outputs
 
     # --- stage 1 ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -82,6 +85,7 @@ class Container:
         except FileNotFoundError:
             pass
         contenv.save(cfg.env_dir, os.environ)
+        self.outputs.start()  # the catch-all takes fds 1 and 2 before any child starts
         for signum in (signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signum, signal.SIG_IGN)
         for signum in TERMINATING:
@@ -238,8 +242,12 @@ class Container:
             log.info("no CMD: running until told to stop")
             return
         log.info(f"starting CMD: {' '.join(self.cmd)}")
+        stdout, stderr = self.outputs.cmd_fds()
         try:
-            pid = spawn.spawn(self.cmd, self.child_env(), new_group=True, foreground_tty=self.tty)
+            pid = spawn.spawn(
+                self.cmd, self.child_env(), new_group=True, foreground_tty=self.tty,
+                stdout=stdout, stderr=stderr,
+            )
         except OSError as exc:
             log.error(f"cannot start the CMD: {exc.strerror}")
             self.cmd_status = ExitStatus(126, None)
@@ -335,6 +343,7 @@ class Container:
             await self.supervisor.shut_down(grace, skip)
         if not skip.done:
             await self._cont_finish()
+        await self.outputs.stop()  # the catch-all stops last: it has taken every line above
         await self._kill_everything()
         if cfg.sync_disks:
             os.sync()

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from .loop import Loop
+    from .outputs import Outputs
     from .reaper import Reaper
 
     Predicate = Callable[[], bool]
@@ -79,6 +80,7 @@ class Supervisor:
         self._listeners: list[Callable[[Service], None]] = []
         # Called with each new Service (and logger) before it is first started (s6paths).
         self.on_add: list[Callable[[Service], None]] = []
+        self.outputs: Outputs | None = None  # set by stages: where each child's output goes
 
     # --- building --------------------------------------------------------------------------
     def load(self) -> list[Service]:
@@ -99,6 +101,7 @@ class Supervisor:
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
             self._pipes[service] = (read_end, write_end)
             logger = Service(definition.logger, self.rt, stdin_fd=read_end)
+            self._route_output(logger, False)
             logger.is_logger = True
             if definition.logger.problem:
                 log.error(f"{definition.logger.problem}; the logger is marked failed")
@@ -106,6 +109,7 @@ class Supervisor:
             self._announce(logger)
             service.stdout_fd = write_end
             service.logger = logger
+        self._route_output(service, definition.logger is not None)
         self.services[service.name] = service
         self._announce(service)
         return service
@@ -116,6 +120,13 @@ class Supervisor:
                 hook(service)
             except Exception:
                 log.exception("service creation hook failed")
+    def _route_output(self, service: Service, has_logger: bool) -> None:
+        """Prefixed output (OVERLAY_LOG_PREFIX=1): the service's fds into the line prefixer."""
+        if self.outputs is not None:
+            stdout_fd, stderr_fd = self.outputs.service_fds(service.name, has_logger)
+            if stdout_fd is not None:
+                service.stdout_fd = stdout_fd
+            service.stderr_fd = stderr_fd
 
     def start_normally_up(self, services: Iterable[Service]) -> None:
         """Start each service without a `down` file, its logger first."""

@@ -116,6 +116,10 @@ def _timeout(value: float | int | None) -> str | None:
     return f"got {describe(value)}"
 
 
+def _at_least(value: int, low: int) -> str | None:
+    return None if value >= low else f"got {value}"
+
+
 def _param(
     name: str,
     types: tuple[type, ...],
@@ -135,6 +139,9 @@ _SIG = _param("sig", (str, int), want="a signal name or number")
 _CONDITION = _param("condition", (str,), want="one of 'up', 'ready', 'down'", check=_condition)
 _TIMEOUT = _param("timeout", (float, int, _NIL), None, "seconds (>= 0) or nil", _timeout)
 _EXIT_CODE = _param("exit_code", (int, _NIL), None)
+_NAME = _param("name", (str,), want="a service name", check=lambda v: None if v else "got ''")
+_LINES = _param("lines", (int,), 10, "a number of lines (-1: all kept)", lambda v: _at_least(v, -1))
+_AFTER = _param("after", (int, _NIL), None, "a cursor from a previous answer, or nil")
 
 _READ, _WRITE = True, False
 
@@ -159,6 +166,12 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("check", (), _READ, "Health: normally-up services up and ready; problems."),
         MethodSpec("shutdown", (_EXIT_CODE,), _WRITE, "Stop the container, maybe set exit code."),
         MethodSpec("subscribe", (), _READ, "Get a 'state' notification at each state change."),
+        MethodSpec(
+            "logs",
+            (_NAME, _LINES, _AFTER),
+            _READ,
+            "Where a service's output goes; its recent lines when overlayd keeps them.",
+        ),
     )
 }
 

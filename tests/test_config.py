@@ -28,6 +28,11 @@ BAD_VALUES = [
     ("OVERLAY_RUN_DIR", "run", "an absolute path"),
     ("OVERLAY_SOCKET", "ctl.sock", "an absolute path"),
     ("OVERLAY_SOCKET_GROUP", "no-such-group-xyz", "an existing group name"),
+    ("OVERLAY_LOG_PREFIX", "yes", "0 or 1"),
+    ("OVERLAY_LOG_TIMESTAMPS", "2", "0 or 1"),
+    ("OVERLAY_UNCAUGHT_LOGS", "logs", "an absolute path"),
+    ("S6_CMD_USE_TERMINAL", "y", "0 or 1"),
+    ("S6_LOGGING_SCRIPT", "n20\nT", "s6-log directives on one line"),
 ]
 
 
@@ -53,6 +58,14 @@ def test_defaults_match_s6_overlay() -> None:
     assert config.behaviour_if_stage2_fails == 0
     assert config.verbosity == 2
     assert config.cmd_arg0 == ()
+
+
+def test_logging_defaults_match_s6_overlay() -> None:
+    settings = load({}).log
+    assert (settings.mode, settings.script) == (0, ("n20", "s1000000", "T"))
+    assert settings.uncaught_dir == "/run/uncaught-logs"
+    assert (settings.prefix, settings.timestamps, settings.catchall_user) == (False, False, None)
+    assert load({"S6_LOGGING_SCRIPT": "n3 s4096"}).log.script == ("n3", "s4096")
 
 
 def test_empty_value_means_default() -> None:

@@ -344,9 +344,9 @@ def test_message_shapes_unpack_like_tuples() -> None:
 def test_method_table_names_and_access() -> None:
     assert list(METHODS) == [
         "hello", "status", "start", "stop", "restart", "once", "signal", "wait", "check",
-        "shutdown", "subscribe",
+        "shutdown", "subscribe", "logs",
     ]  # fmt: skip
-    assert {"hello", "status", "wait", "check", "subscribe"} == READ_ONLY_METHODS
+    assert {"hello", "status", "wait", "check", "subscribe", "logs"} == READ_ONLY_METHODS
     for name, spec in METHODS.items():
         assert spec.name == name
         assert spec.doc and "\n" not in spec.doc
@@ -370,6 +370,7 @@ def test_method_table_params() -> None:
         "check": [],
         "shutdown": [("exit_code", False)],
         "subscribe": [],
+        "logs": [("name", True), ("lines", False), ("after", False)],
     }
 
 
@@ -393,6 +394,8 @@ ACCEPTED = [
     ("shutdown", [3], [3]),
     ("shutdown", [None], [None]),
     ("subscribe", [], []),
+    ("logs", ["web"], ["web", 10, None]),
+    ("logs", ["web", -1, 7], ["web", -1, 7]),
 ]
 
 
@@ -445,6 +448,10 @@ REJECTED = [
     ("shutdown", [1.0], "param 'exit_code' must be int or nil, got float"),
     ("check", [None], "check: takes at most 0 params"),
     ("subscribe", [[]], "subscribe: takes at most 0 params"),
+    ("logs", [], "logs: missing param 'name'"),
+    ("logs", [""], "param 'name' must be a service name, got ''"),
+    ("logs", ["web", -2], "param 'lines' must be a number of lines (-1: all kept), got -2"),
+    ("logs", ["web", 5, 1.5], "param 'after' must be a cursor from a previous answer, or nil"),
 ]
 
 

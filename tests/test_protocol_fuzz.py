@@ -169,6 +169,9 @@ PARAM_VALUES = {
     "condition": st.sampled_from(WAIT_CONDITIONS),
     "timeout": st.none() | st.integers(0, 10**6) | st.floats(0, 1e6),
     "exit_code": st.none() | st.integers(-(2**31), 2**31),
+    "name": st.text(min_size=1, max_size=12),
+    "lines": st.integers(-1, 10**6),
+    "after": st.none() | st.integers(0, 2**40),
 }
 
 

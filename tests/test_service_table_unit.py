@@ -61,7 +61,9 @@ class FakeRuntime:
         self.fail_spawn: set[str] = set()  # "run" / "finish": the fork fails with EAGAIN
         self.shutting_down = False
 
-    def spawn(self, argv: list[str], cwd: str, stdin: Any, stdout: Any, extra: Any) -> int:
+    def spawn(
+        self, argv: list[str], cwd: str, stdin: Any, stdout: Any, extra: Any, stderr: Any = None
+    ) -> int:
         which = os.path.basename(argv[0])
         if which in self.fail_spawn:
             raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
