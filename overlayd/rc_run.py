@@ -122,7 +122,6 @@ class RcRunner:
                      deadline: Future | None = None,
                      stop_launching: Callable[[], bool] | None = None) -> None:
         wake = Future()
-        cut_short = False
 
         def report(name: str, why: str | None) -> None:
             if name in plan.done or name in plan.failed:
@@ -142,19 +141,16 @@ class RcRunner:
             wake.set_result(None)
 
         while not plan.finished:
-            if deadline is not None and deadline.done:
-                cut_short = True
-            if stop_launching is not None and stop_launching():
-                cut_short = True
-            if cut_short and not plan.pending:
-                return
+            if (deadline is not None and deadline.done) or (
+                stop_launching is not None and stop_launching()
+            ):
+                return  # what was started goes on; nothing more is started
             wake = Future()
-            if not cut_short:
-                for name in plan.runnable():
-                    launch(name, report)
+            for name in plan.runnable():
+                launch(name, report)
             if plan.finished or wake.done:
                 continue
-            await (wake if deadline is None or cut_short else first_of(wake, deadline))
+            await (wake if deadline is None else first_of(wake, deadline))
 
     def _launch_up(self, name: str, report: Report) -> None:
         log.info(f"service {name}: starting")
