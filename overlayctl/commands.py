@@ -195,6 +195,12 @@ def action(inv: Invocation, verb: str, names: Sequence[str]) -> int:
         result = getattr(client, verb)(list(names))
         if inv.json and result is not None:
             out(render.to_json(result, pretty=True))
+        elif isinstance(result, list):
+            # Dependencies (start) or dependents (stop) that go along, first (DESIGN §10).
+            also = [n for n in result if n not in names]
+            if also:
+                why = "needed by" if verb == "start" else "they depend on"
+                err(f"{verb}: also {verb}ping {', '.join(also)} ({why} {', '.join(names)})")
         return render.EXIT_OK
 
     return execute(inv, body)

@@ -26,7 +26,7 @@ from protocol.signals import signal_number as parse_signal
 from protocol.states import ALIVE, BACKOFF, FAILED, SETTLED, STARTING, UP, WANT_UP
 
 from . import __version__
-from .loop import TIMED_OUT, Future
+from .loop import TIMED_OUT, Future, Task
 from .reaper import ExitStatus
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
@@ -88,10 +88,26 @@ def _unique(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def lookup(container: Container, names: list[str]) -> list[Service]:
-    """The named services, in order, each once; ``no_such_service`` naming every unknown one."""
+def _expand_bundles(container: Container, names: list[str]) -> list[str]:
+    """A bundle name (s6-rc) stands for its member services, in name order."""
+    rc = container.rc
+    if rc is None:
+        return names
     supervisor = container.supervisor
-    names = _unique(names)
+    out: list[str] = []
+    for name in names:
+        if supervisor.get(name) is None and name in rc.graph and rc.graph.kind(name) == "bundle":
+            out.extend(sorted(a for a in rc.graph.atoms(name) if supervisor.get(a) is not None))
+        else:
+            out.append(name)
+    return out
+
+
+def lookup(container: Container, names: list[str]) -> list[Service]:
+    """The named services (bundles expanded), in order, each once; ``no_such_service``
+    naming every unknown one."""
+    supervisor = container.supervisor
+    names = _unique(_expand_bundles(container, names))
     missing = [name for name in names if supervisor.get(name) is None]
     if missing:
         raise ProtocolError(
@@ -228,23 +244,67 @@ def _act(
     return [service.name for service in services]
 
 
+def _in_graph(container: Container, services: list[Service]) -> list[str]:
+    rc = container.rc
+    return [s.name for s in services if rc is not None and s.name in rc.graph]
+
+
 def start(session: Session, names: list[str]) -> list[str]:
-    """Want the services up and start them."""
-    return _act(session, "start", names, lambda s: s.start(), runs=True)
+    """Want the services up and start them; a service with dependencies (DESIGN §10) gets
+    them started first. Returns every name started: the dependencies first."""
+    container = session.container
+    services = lookup(container, names)
+    _refuse_during_shutdown(container, "start")
+    _refuse_broken(services)
+    ordered = _in_graph(container, services)
+    for service in services:
+        if service.name not in ordered:
+            service.start()
+    extra: list[str] = []
+    rc = container.rc
+    if rc is not None and ordered:
+        extra = sorted(n for n in rc.graph.up_closure(ordered) - set(ordered)
+                       if not rc.is_up(n) and container.supervisor.get(n) is not None)
+        Task(rc.up(ordered), "start " + " ".join(ordered))
+    return [*extra, *(s.name for s in services)]
 
 
 def stop(session: Session, names: list[str]) -> list[str]:
-    """Want the services down and stop them (a broken one is already down: no error)."""
-    return _act(session, "stop", names, lambda s: s.stop(), runs=False)
+    """Want the services down and stop them (a broken one is already down: no error); what
+    depends on them goes down first. Returns every name stopped: those dependents first."""
+    container = session.container
+    services = lookup(container, names)
+    _refuse_during_shutdown(container, "stop")
+    ordered = _in_graph(container, services)
+    for service in services:
+        if service.name not in ordered:
+            service.stop()
+    extra: list[str] = []
+    rc = container.rc
+    if rc is not None and ordered:
+        extra = [n for n in rc.dependents_to_stop(ordered) if container.supervisor.get(n)]
+        Task(rc.down(ordered), "stop " + " ".join(ordered))
+    return [*extra, *(s.name for s in services)]
+
+
+def _refuse_oneshots(services: list[Service], method: str) -> None:
+    for service in services:
+        if getattr(service, "kind", None) == "oneshot":
+            raise ProtocolError(
+                INVALID_STATE, f"{method}: {service.name} is a oneshot; use stop and start",
+                {"name": service.name},
+            )
 
 
 def restart(session: Session, names: list[str]) -> list[str]:
     """Down signal now; the exit path starts them again."""
+    _refuse_oneshots(lookup(session.container, names), "restart")
     return _act(session, "restart", names, lambda s: s.restart(), runs=True)
 
 
 def once(session: Session, names: list[str]) -> list[str]:
     """Start the services without restarting them after they exit."""
+    _refuse_oneshots(lookup(session.container, names), "once")
     return _act(session, "once", names, lambda s: s.once(), runs=True)
 
 

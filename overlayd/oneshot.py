@@ -12,6 +12,8 @@ import os
 import signal
 import time
 
+from protocol.states import DOWN, FAILED, STARTING, STOPPING, UP, WANT_DOWN, WANT_UP
+
 from . import log, spawn
 from .execline_lex import NeedsExecline, command_for
 from .loop import TIMED_OUT
@@ -24,13 +26,6 @@ if TYPE_CHECKING:
     from .loop import Loop
     from .rc_source import RcDef
     from .reaper import ExitStatus, Reaper
-
-DOWN = "down"
-STARTING = "starting"
-UP = "up"
-STOPPING = "stopping"
-FAILED = "failed"
-
 
 class _Definition:
     """What `check` and the status record read of a definition."""
@@ -63,7 +58,7 @@ class Oneshot:
         self.child_env = child_env
         self.on_change = on_change
         self.state = DOWN
-        self.want = "down"
+        self.want = WANT_DOWN
         self.pid: int | None = None
         self.since = time.time()
         self.last_exit: tuple[int | None, int | None, float] | None = None
@@ -87,7 +82,7 @@ class Oneshot:
 
     async def up(self) -> str | None:
         """Run `up`; None on success, else why it failed (one line)."""
-        self.want = "up"
+        self.want = WANT_UP
         self._set(STARTING)
         why = await self._run(self.rc.up, self.rc.timeout_up_ms)
         self._set(FAILED if why else UP, why)
@@ -96,7 +91,7 @@ class Oneshot:
     async def down(self, bound_ms: int = 0) -> str | None:
         """Run `down` (if any), bounded by timeout-down or else `bound_ms`; the oneshot is
         down afterwards either way. None on success, else why it failed."""
-        self.want = "down"
+        self.want = WANT_DOWN
         if self.state not in (UP, FAILED):
             return None
         why = None
@@ -164,6 +159,13 @@ class Oneshot:
             "notification_fd": None,
             "reason": self.reason,
         }
+
+    def stop(self) -> None:
+        """Want it down without running `down` (the shutdown's last sweep; RcRunner.down runs
+        the script in its turn). A script still running is left to the kill that follows."""
+        self.want = WANT_DOWN
+        if self.pid is None and self.state == UP:
+            self._set(DOWN, self.reason)
 
     def send_signal(self, signum: int) -> bool:
         if self.pid is None:

@@ -12,12 +12,11 @@ nothing polls.
 
 from __future__ import annotations
 
+from protocol.states import ALIVE, FAILED, SETTLED, STARTING, UP, WANT_UP, is_ready
+
 from . import log
 from .depgraph import LONGRUN, ONESHOT
 from .loop import Future, Task, first_of
-from .oneshot import STARTING as ONESHOT_STARTING
-from .oneshot import UP as ONESHOT_UP
-from .oneshot import Oneshot
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
@@ -25,16 +24,12 @@ if TYPE_CHECKING:
 
     from .depgraph import Graph, Plan
     from .loop import Loop, Timer
+    from .oneshot import Oneshot
     from .rc_source import RcDef
     from .service import Service
     from .supervisor import Supervisor
 
     Report = Callable[[str, "str | None"], None]
-
-# Service state words (DESIGN §4); the same strings as the protocol's.
-S_STARTING, S_UP, S_READY, S_FAILED, S_DOWN = "starting", "up", "ready", "failed", "down"
-SETTLED = (S_DOWN, S_FAILED)
-
 
 class RcRunner:
     """Brings sets of services up and down in dependency order (see the module docstring)."""
@@ -60,32 +55,31 @@ class RcRunner:
         self.legacy_names = legacy_names
         self.legacy_wait_ready = legacy_wait_ready
         self._watches: dict[str, list[Callable[[Service], None]]] = {}
+        self._starting: dict[str, list[Report]] = {}  # name → the plans waiting on its start
         supervisor.add_listener(self._service_changed)
 
     # --- what is up ------------------------------------------------------------------------
     def _longrun_up(self, service: Service) -> bool:
         if service.name in self.legacy_names and not self.legacy_wait_ready:
-            return service.state in (S_STARTING, S_UP, S_READY)  # started is enough
-        if service.definition.notification_fd is None:
-            return service.state in (S_UP, S_READY)
-        return service.state == S_READY
+            return service.state in ALIVE  # started is enough (see _start_longrun)
+        return is_ready(service.state, service.definition.notification_fd is not None)
 
     def is_up(self, name: str) -> bool:
         if name in self.builtins:
             return name in self.builtin_up
         if name in self.oneshots:
-            return self.oneshots[name].state == ONESHOT_UP
+            return self.oneshots[name].state == UP
         service = self.supervisor.get(name)
-        return service is not None and service.want == "up" and self._longrun_up(service)
+        return service is not None and service.want == WANT_UP and self._longrun_up(service)
 
     def is_active(self, name: str) -> bool:
         """Up or on its way: what a stop must take down."""
         if name in self.builtins:
             return name in self.builtin_up
         if name in self.oneshots:
-            return self.oneshots[name].state in (ONESHOT_UP, ONESHOT_STARTING)
+            return self.oneshots[name].state in (UP, STARTING)
         service = self.supervisor.get(name)
-        return service is not None and (service.want == "up" or service.state not in SETTLED)
+        return service is not None and (service.want == WANT_UP or service.state not in SETTLED)
 
     def active(self) -> set[str]:
         return {name for name in self.graph.nodes if self.graph.kind(name) in (ONESHOT, LONGRUN)
@@ -153,6 +147,20 @@ class RcRunner:
             await (wake if deadline is None else first_of(wake, deadline))
 
     def _launch_up(self, name: str, report: Report) -> None:
+        """Start `name`; a start already under way (another plan's) is joined, not repeated."""
+        joined = self._starting.get(name)
+        if joined is not None:
+            joined.append(report)
+            return
+        self._starting[name] = [report]
+
+        def done(finished: str, why: str | None) -> None:
+            for each in self._starting.pop(finished, ()):
+                each(finished, why)
+
+        self._start_one(name, done)
+
+    def _start_one(self, name: str, report: Report) -> None:
         log.info(f"service {name}: starting")
         if name in self.builtins:
             self._run_task(name, self.builtins[name](), report, on_success=self.builtin_up.add)
@@ -196,18 +204,25 @@ class RcRunner:
         if service is None:
             report(name, "no such service")
             return
+        legacy = name in self.legacy_names
         if service.broken:
-            report(name, service.definition.problem or "its directory is broken")
+            if legacy:  # s6-overlay starts services.d without waiting on it: counted, not fatal
+                report(name, None)
+            else:
+                report(name, service.definition.problem or "its directory is broken")
             return
         if service.logger is not None:
             service.logger.start()
         service.start()
+        if legacy and not self.legacy_wait_ready:
+            report(name, None)  # legacy-services is up once its services are started
+            return
         timer: list[Timer] = []
 
         def check(changed: Service) -> None:
             if self._longrun_up(changed):
                 why = None
-            elif changed.state == S_FAILED:
+            elif changed.state == FAILED:
                 why = changed.reason or "permanent failure"
             else:
                 return

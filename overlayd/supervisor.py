@@ -77,6 +77,7 @@ class Supervisor:
         # Service → the waits naming it; None → waits naming none (checked only at recheck).
         self._waits: dict[Service | None, dict[Wait, None]] = {}
         self._listeners: list[Callable[[Service], None]] = []
+        self._adopted: set[str] = set()  # names not from services.d (see adopt)
 
     # --- building --------------------------------------------------------------------------
     def load(self) -> list[Service]:
@@ -106,6 +107,22 @@ class Supervisor:
         self.services[service.name] = service
         return service
 
+    def adopt(self, definition: ServiceDef, stdin_fd: int | None = None,
+              stdout_fd: int | None = None) -> Service:
+        """A service defined elsewhere than services.d (an s6-rc longrun): supervised like the
+        others, its pipe ends (a pipeline's) owned by the caller, never touched by rescan."""
+        if definition.problem:
+            log.error(f"{definition.problem}; the service is marked failed")
+        service = Service(definition, self.rt, stdin_fd=stdin_fd, stdout_fd=stdout_fd)
+        self.adopt_unit(service)
+        return service
+
+    def adopt_unit(self, unit: Service) -> None:
+        """Show and control `unit` (a Service, or a oneshot answering the same questions)
+        beside the services.d ones; rescan leaves it alone."""
+        self.services[unit.name] = unit
+        self._adopted.add(unit.name)
+
     def start_normally_up(self, services: Iterable[Service]) -> None:
         """Start each service without a `down` file, its logger first."""
         for service in services:
@@ -123,6 +140,8 @@ class Supervisor:
         starts."""
         definitions = {d.name: d for d in self._scan()}
         for service in self.main_services():
+            if service.name in self._adopted:
+                continue
             found = definitions.get(service.name)
             if found is None:
                 log.info(f"service {service.name}: directory removed; stopping and forgetting it")

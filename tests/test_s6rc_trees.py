@@ -55,6 +55,15 @@ def assert_order(events: list[str], before: str, after: str) -> None:
     assert events.index(before) < events.index(after), events
 
 
+def started_before(booted, first: str, then: str) -> None:
+    """overlayd's own log: `first` was up before `then` was started (a longrun without a
+    notification-fd is up once spawned; its run script may print later)."""
+    lines = booted.output.splitlines()
+    up = lines.index(f"[overlayd] service {first}: up")
+    starting = lines.index(f"[overlayd] service {then}: starting")
+    assert up < starting, booted.output
+
+
 def status(booted, *names: str) -> dict[str, dict]:
     with booted.client() as client:
         return {r["name"]: r for r in client.status(list(names))}
@@ -66,6 +75,7 @@ def test_linuxserver_style_dag_boots_in_dependency_order(boot, tree: Tree) -> No
     tree.script("cont-init.d", "10-legacy", f"echo 'cont-init' >> {v3.log}")
     booted = boot()
     booted.wait_for(r"service svc-nginx: up")
+    wait_until(lambda: "run svc-nginx" in v3.events(), what="svc-nginx's run script")
     events = v3.events()
     print("observed order:", events)  # evidence for the note
     assert events[0] == "cont-init"  # base (fix-attrs, legacy-cont-init) first
@@ -76,7 +86,8 @@ def test_linuxserver_style_dag_boots_in_dependency_order(boot, tree: Tree) -> No
             if dep != "base" and dep not in COMMENT_ONLY:
                 assert_order(events, f"up {dep}", f"up {name}")
     assert_order(events, "up init-permissions", "run svc-php-fpm")
-    assert_order(events, "run svc-php-fpm", "run svc-nginx")
+    started_before(booted, "init-services", "svc-php-fpm")
+    started_before(booted, "svc-php-fpm", "svc-nginx")
     records = status(booted)
     for name in LSIO_ONESHOTS:
         assert records[name]["type"] == "oneshot" and records[name]["state"] == "up", name
@@ -114,16 +125,21 @@ def test_bundles_in_user_and_user2_around_legacy_services(boot, tree: Tree) -> N
     tree.service("classic", f"echo 'run classic' >> {v3.log}; exec sleep 1000")
     booted = boot("/bin/sh", "-c", f"echo 'cmd' >> {v3.log}; exec sleep 1000")
     wait_until(lambda: "cmd" in v3.events(), what="the CMD")
+    booted.wait_for(r"starting CMD")
     events = v3.events()
     print("observed order:", events)
-    assert_order(events, "up prepare", "run early-daemon")
-    assert_order(events, "run early-daemon", "run classic")  # user before legacy-services
-    assert_order(events, "run classic", "up announce")  # user2 after legacy-services
-    assert_order(events, "run classic", "run late-daemon")
+    assert_order(events, "up prepare", "up announce")
+    started_before(booted, "prepare", "early-daemon")
+    started_before(booted, "early-daemon", "classic")  # user before legacy-services
+    started_before(booted, "classic", "legacy-services")
+    started_before(booted, "legacy-services", "announce")  # user2 after legacy-services
+    started_before(booted, "legacy-services", "late-daemon")
     assert_order(events, "up announce", "cmd")
-    assert_order(events, "run late-daemon", "cmd")
+    lines = booted.output.splitlines()
+    cmd_line = next(i for i, line in enumerate(lines) if "starting CMD" in line)
+    assert lines.index("[overlayd] service late-daemon: up") < cmd_line
     booted.kill()
-    assert booted.wait() == 0
+    assert booted.wait() == 143  # the CMD's: sleep killed by SIGTERM
 
 
 def test_two_producers_funnel_into_one_logger(boot, tree: Tree) -> None:
@@ -142,9 +158,8 @@ def test_two_producers_funnel_into_one_logger(boot, tree: Tree) -> None:
 
     wait_until(lambda: len(logged()) == 3, what="three lines through the logger")
     assert sorted(logged()) == ["got web-line-1", "got web-line-2", "got worker-line"]
-    events = v3.events()
-    assert_order(events, "run app-log", "run web")  # the reader is there first
-    assert_order(events, "run app-log", "run worker")
+    started_before(booted, "app-log", "web")  # the reader is there first
+    started_before(booted, "app-log", "worker")
     assert "web-line-1" not in booted.output  # it went to the logger, not the console
     # The pipe outlives a restart of the logger: nothing written meanwhile is lost.
     booted.ctl("restart", "app-log")
@@ -181,6 +196,7 @@ def test_services_d_beside_s6_rc_d_with_dependencies_both_ways(boot, tree: Tree)
     tree.service("cache", f"echo 'run cache' >> {v3.log}; exec sleep 1000")
     booted = boot()
     booted.wait_for(r"service api: up")
+    wait_until(lambda: "run api" in v3.events(), what="api's run script")
     events = v3.events()
     print("observed order:", events)
     assert_order(events, "up init-db", "run db")
@@ -264,10 +280,11 @@ def test_shutdown_goes_in_reverse_dependency_order_with_cont_finish_last(boot,
     tree.script("cont-finish.d", "00-bye", f"echo 'cont-finish' >> {v3.log}")
     booted = boot()
     booted.wait_for(r"service svc-web: up")
+    wait_until(lambda: "run svc-web" in v3.events(), what="svc-web's run script")
     booted.kill()
     assert booted.wait() == 0
     events = v3.events()
-    shutdown = events[events.index("run svc-web") + 1:]
+    shutdown = [e for e in events if e.split()[0] in ("stop", "down", "cont-finish")]
     print("observed shutdown order:", shutdown)
     assert shutdown == ["stop svc-web", "stop svc-db", "down init-b", "down init-a",
                         "cont-finish"]
