@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-quick clean
+.PHONY: venv demo test lint bench bench-quick clean execline
 
 venv: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): pyproject.toml
 demo: venv
 	@$(BIN)/python examples/demo/run_demo.py
 
-test: venv
+# execline (Debian package) for oneshot files with { } blocks: installed once when root; without
+# it those tests are skipped, and overlayd itself still runs plain command lines.
+execline:
+	@command -v execlineb >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		apt-get install -y -q execline >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q execline >/dev/null 2>&1; } || \
+		echo "execline could not be installed: its tests will be skipped"
+
+test: venv execline
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 

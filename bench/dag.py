@@ -4,8 +4,9 @@ the v2 way (sequential cont-init.d scripts, then services.d).
 The tree: 14 oneshots in layers — one, four in parallel, one, four, one, two, one — then 5
 longruns that all need the last oneshot; each longrun's run script writes `svc N` to a fifo.
 The clock starts before unshare is spawned; "first longrun up" is the first such line, "all
-up" the fifth. Two variants: oneshots that return at once (`/bin/true`, the graph's own cost)
-and oneshots that each sleep 50 ms (where running independent ones together pays).
+up" the fifth. Every oneshot's `up` names a shell script, as every cont-init.d entry is one.
+Two variants: scripts that exit at once (the graph's own cost) and scripts that each sleep
+50 ms (where running independent ones together pays).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def _touch(path: Path, text: str = "") -> None:
     path.write_text(text)
 
 
+def _body(sleep_ms: int) -> str:
+    """Each oneshot's (and cont-init script's) work: a shell script either way."""
+    return f"sleep {sleep_ms / 1000}" if sleep_ms else "exit 0"
+
+
 def dag_tree(base: Path, fifo: Path, sleep_ms: int) -> None:
     """The v3 layout: etc/s6-overlay/s6-rc.d and the user bundle."""
     rc = base / "etc" / "s6-overlay" / "s6-rc.d"
@@ -45,11 +51,8 @@ def dag_tree(base: Path, fifo: Path, sleep_ms: int) -> None:
         for i in range(width):
             name = f"init-{layer}-{i}"
             _touch(rc / name / "type", "oneshot\n")
-            if sleep_ms:
-                script = write_exec(rc / name / "run", f"#!/bin/sh\nsleep {sleep_ms / 1000}\n")
-                _touch(rc / name / "up", f"{script}\n")
-            else:
-                _touch(rc / name / "up", "/bin/true\n")
+            script = write_exec(rc / name / "run", f"#!/bin/sh\n{_body(sleep_ms)}\n")
+            _touch(rc / name / "up", f"{script}\n")  # the linuxserver.io way
             for dep in previous:
                 _touch(rc / name / "dependencies.d" / dep)
             _touch(user / name)
@@ -65,9 +68,9 @@ def dag_tree(base: Path, fifo: Path, sleep_ms: int) -> None:
 
 def sequential_tree(base: Path, fifo: Path, sleep_ms: int) -> None:
     """The same work as v2 images write it: 14 cont-init.d scripts, 5 services.d."""
-    body = f"sleep {sleep_ms / 1000}" if sleep_ms else "exit 0"
     for n in range(sum(LAYERS)):
-        write_exec(base / "etc" / "cont-init.d" / f"{n:02d}-init", f"#!/bin/sh\n{body}\n")
+        script = base / "etc" / "cont-init.d" / f"{n:02d}-init"
+        write_exec(script, f"#!/bin/sh\n{_body(sleep_ms)}\n")
     for n in range(LONGRUNS):
         write_exec(base / "etc" / "services.d" / f"svc-{n}" / "run", run_script(fifo, "svc"))
 

@@ -90,7 +90,7 @@ def _unique(names: Iterable[str]) -> list[str]:
 
 def _expand_bundles(container: Container, names: list[str]) -> list[str]:
     """A bundle name (s6-rc) stands for its member services, in name order."""
-    rc = container.rc
+    rc = getattr(container, "rc", None)  # None before stage 2 has read the trees
     if rc is None:
         return names
     supervisor = container.supervisor
@@ -245,7 +245,7 @@ def _act(
 
 
 def _in_graph(container: Container, services: list[Service]) -> list[str]:
-    rc = container.rc
+    rc = getattr(container, "rc", None)  # None before stage 2 has read the trees
     return [s.name for s in services if rc is not None and s.name in rc.graph]
 
 
@@ -261,7 +261,7 @@ def start(session: Session, names: list[str]) -> list[str]:
         if service.name not in ordered:
             service.start()
     extra: list[str] = []
-    rc = container.rc
+    rc = getattr(container, "rc", None)  # None before stage 2 has read the trees
     if rc is not None and ordered:
         extra = sorted(n for n in rc.graph.up_closure(ordered) - set(ordered)
                        if not rc.is_up(n) and container.supervisor.get(n) is not None)
@@ -280,7 +280,7 @@ def stop(session: Session, names: list[str]) -> list[str]:
         if service.name not in ordered:
             service.stop()
     extra: list[str] = []
-    rc = container.rc
+    rc = getattr(container, "rc", None)  # None before stage 2 has read the trees
     if rc is not None and ordered:
         extra = [n for n in rc.dependents_to_stop(ordered) if container.supervisor.get(n)]
         Task(rc.down(ordered), "stop " + " ".join(ordered))

@@ -12,7 +12,32 @@ import os
 import signal
 import time
 
-from protocol.states import DOWN, FAILED, STARTING, STOPPING, UP, WANT_DOWN, WANT_UP
+from protocol.states import (
+    DOWN,
+    FAILED,
+    K_AT,
+    K_CODE,
+    K_LAST_EXIT,
+    K_NAME,
+    K_NORMALLY_UP,
+    K_NOTIFICATION_FD,
+    K_PGID,
+    K_PID,
+    K_READY,
+    K_REASON,
+    K_RESTARTS,
+    K_SIGNAL,
+    K_SINCE,
+    K_STARTED,
+    K_STATE,
+    K_TYPE,
+    K_WANT,
+    STARTING,
+    STOPPING,
+    UP,
+    WANT_DOWN,
+    WANT_UP,
+)
 
 from . import log, spawn
 from .execline_lex import NeedsExecline, command_for
@@ -142,22 +167,22 @@ class Oneshot:
         last = None
         if self.last_exit is not None:
             code, signum, at = self.last_exit
-            last = {"code": code, "signal": signum, "at": at}
+            last = {K_CODE: code, K_SIGNAL: signum, K_AT: at}
         return {
-            "name": self.name,
-            "type": self.kind,
-            "state": self.state,
-            "want": self.want,
-            "pid": self.pid,
-            "pgid": self.pid,
-            "since": self.since,
-            "started": None,
-            "restarts": 0,
-            "last_exit": last,
-            "ready": self.state == UP,
-            "normally_up": self.definition.normally_up,
-            "notification_fd": None,
-            "reason": self.reason,
+            K_NAME: self.name,
+            K_TYPE: self.kind,
+            K_STATE: self.state,
+            K_WANT: self.want,
+            K_PID: self.pid,
+            K_PGID: self.pid,
+            K_SINCE: self.since,
+            K_STARTED: None,
+            K_RESTARTS: 0,
+            K_LAST_EXIT: last,
+            K_READY: self.state == UP,
+            K_NORMALLY_UP: self.definition.normally_up,
+            K_NOTIFICATION_FD: None,
+            K_REASON: self.reason,
         }
 
     def stop(self) -> None:

@@ -96,13 +96,12 @@ class RcRunner:
         names: list[str],
         *,
         deadline: Future | None = None,
-        stop_launching: Callable[[], bool] | None = None,
     ) -> Plan:
-        """Bring `names` up. Stops handing out new starts once `stop_launching()` holds or
-        `deadline` resolves (what was started is left running)."""
+        """Bring `names` up. Stops handing out new starts once `deadline` resolves (what was
+        started is left running; the plan is then not `finished`)."""
         up_now = {n for n in self.graph.up_closure(names) if self.is_up(n)}
         plan = self.graph.plan_up(names, up_now)
-        await self._drive(plan, self._launch_up, deadline, stop_launching)
+        await self._drive(plan, self._launch_up, deadline)
         return plan
 
     async def down(self, names: list[str], bound_ms: int = 0) -> Plan:
@@ -113,8 +112,7 @@ class RcRunner:
         return plan
 
     async def _drive(self, plan: Plan, launch: Callable[[str, Report], None],
-                     deadline: Future | None = None,
-                     stop_launching: Callable[[], bool] | None = None) -> None:
+                     deadline: Future | None = None) -> None:
         wake = Future()
 
         def report(name: str, why: str | None) -> None:
@@ -135,9 +133,7 @@ class RcRunner:
             wake.set_result(None)
 
         while not plan.finished:
-            if (deadline is not None and deadline.done) or (
-                stop_launching is not None and stop_launching()
-            ):
+            if deadline is not None and deadline.done:
                 return  # what was started goes on; nothing more is started
             wake = Future()
             for name in plan.runnable():

@@ -184,3 +184,22 @@ def test_services_d_depending_on_a_user2_service_is_a_cycle(tmp_path: Path) -> N
     defs, _ = read_tree(str(tmp_path))
     with pytest.raises(GraphError, match=r"cycle: .*late -> legacy-services -> nginx -> late"):
         Graph(graph_nodes(defs, {"nginx": ({"late": "x"}, True, "services.d/nginx")}))
+
+
+def test_runtime_profile_and_bundledir_move_the_trees() -> None:
+    from overlayd.config import ConfigError, load
+
+    cfg = load({"OVERLAY_ROOT": "/img", "S6_RUNTIME_PROFILE": "dev",
+                "S6_STAGE2_HOOK": "/bin/hook  --fast"})
+    assert cfg.etc("cont-init.d") == "/img/etc/cont-profile.d/dev/cont-init.d"
+    assert cfg.s6_overlay_dir == "/img/etc/cont-profile.d/dev/s6-overlay"
+    assert cfg.bundle_dir == "/img/etc/cont-profile.d/dev/s6-overlay/user-bundles.d"
+    assert cfg.stage2_hook == ("/bin/hook", "--fast")
+    cfg = load({"OVERLAY_ROOT": "/img", "S6_RUNTIME_BUNDLEDIR": "/etc/start-sets/minimal"})
+    assert cfg.bundle_dir == "/img/etc/start-sets/minimal"
+    assert cfg.s6_overlay_dir == "/img/etc/s6-overlay"
+    for bad in ("../escape", "a/b"):
+        with pytest.raises(ConfigError, match="S6_RUNTIME_PROFILE"):
+            load({"S6_RUNTIME_PROFILE": bad})
+    with pytest.raises(ConfigError, match="S6_RUNTIME_BUNDLEDIR"):
+        load({"S6_RUNTIME_BUNDLEDIR": "relative"})
