@@ -126,14 +126,23 @@ class Graph:
     def atoms(self, name: str) -> frozenset[str]:
         """The atomic services a name stands for: itself, or a bundle's members, recursively."""
         found = self._atoms.get(name)
-        if found is None:
-            item = self.nodes[name]
-            if item.kind == BUNDLE:
-                found = frozenset().union(*(self.atoms(n) for n in item.contents))
-            else:
-                found = frozenset((name,))
-            self._atoms[name] = found
-        return found
+        if found is not None:
+            return found
+        stack = [name]  # iterative: bundles nest as deep as an image likes (no cycles: checked)
+        while stack:
+            top = stack[-1]
+            item = self.nodes[top]
+            if item.kind != BUNDLE:
+                self._atoms[top] = frozenset((top,))
+                stack.pop()
+                continue
+            missing = [n for n in item.contents if n not in self._atoms]
+            if missing:
+                stack.extend(missing)
+                continue
+            self._atoms[top] = frozenset().union(*(self._atoms[n] for n in item.contents))
+            stack.pop()
+        return self._atoms[name]
 
     def _expand(self, names: dict[str, str] | set[str] | frozenset[str]) -> frozenset[str]:
         return frozenset().union(*(self.atoms(n) for n in names))

@@ -201,3 +201,17 @@ def test_a_plan_ignores_reports_for_names_it_does_not_hold() -> None:
     plan.succeeded("a")
     plan.failed_with("a", "late")
     assert plan.finished and plan.done == {"a"} and not plan.failed
+
+
+def test_deeply_nested_bundles_and_long_chains_do_not_exhaust_the_stack() -> None:
+    depth = 5000
+    nodes = [node("leaf", ONESHOT)]
+    nodes += [node(f"b{i}", BUNDLE, contents={f"b{i - 1}" if i else "leaf": "x"})
+              for i in range(depth)]
+    nodes += [node(f"c{i}", ONESHOT, deps={f"c{i - 1}": "x"} if i else {}) for i in range(depth)]
+    g = Graph(nodes)
+    assert g.atoms(f"b{depth - 1}") == {"leaf"}
+    assert len(g.up_closure([f"c{depth - 1}"])) == depth
+    ring = [node(f"r{i}", ONESHOT, deps={f"r{(i + 1) % depth}": "x"}) for i in range(depth)]
+    with pytest.raises(GraphError, match=r"cycle: r0 -> r1 -> .* -> r0$"):
+        Graph(ring)
