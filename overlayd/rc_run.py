@@ -253,11 +253,13 @@ class RcRunner:
                     t.cancel()
                 report(name, None)
 
-        bound = self._timeout_ms(name, "timeout_down_ms") or bound_ms
+        own = self._timeout_ms(name, "timeout_down_ms")
+        bound = own or bound_ms
         if bound:
             def expired() -> None:
                 if service.pid is not None:
-                    log.warn(f"service {name} is not down after {bound} ms; sending SIGKILL")
+                    what = f"timeout-down ({own} ms)" if own else "the grace time"
+                    log.warn(f"service {name} outlived {what}; sending SIGKILL")
                 service.kill_group()
 
             timer.append(self.loop.call_later(bound / 1000, expired))

@@ -172,7 +172,8 @@ class Container:
             deadline = self.loop.sleep(maxtime / 1000)
         plan = await self.rc.up(["top"], deadline=deadline)
         if not plan.finished:
-            late = ", ".join(sorted(plan.targets - plan.done - set(plan.failed)))
+            late = ", ".join(sorted(plan.targets - plan.done - set(plan.failed)
+                                    - set(rc_boot.BUILTIN_ONESHOTS)))
             log.error(f"services not up after S6_CMD_WAIT_FOR_SERVICES_MAXTIME: {late}")
             failures.append(("S6_CMD_WAIT_FOR_SERVICES_MAXTIME", 1))
         legacy_names = {s.name for s in legacy}
