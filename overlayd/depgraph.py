@@ -147,38 +147,25 @@ class Graph:
     def _expand(self, names: dict[str, str] | set[str] | frozenset[str]) -> frozenset[str]:
         return frozenset().union(*(self.atoms(n) for n in names))
 
-    def needs(self, name: str) -> frozenset[str]:
-        """Direct hard dependencies of an atomic service, bundles expanded."""
-        return self._hard[name]
-
-    def ordered_after(self, name: str) -> frozenset[str]:
-        """Everything an atomic service starts after: hard dependencies and order-only ones."""
-        return self._order[name]
-
     def up_closure(self, names: set[str] | list[str]) -> set[str]:
         """Every atomic service needed to bring `names` up (bundles expanded, dependencies
         followed, order-only ones too: what `top` pulls in must come up with it)."""
-        pending = list(self._expand(set(names)))
-        found: set[str] = set()
-        while pending:
-            name = pending.pop()
-            if name in found:
-                continue
-            found.add(name)
-            pending.extend(self._order[name])
-        return found
+        return self._reach(names, self._order)
 
     def dependents_closure(self, names: set[str] | list[str]) -> set[str]:
         """Every atomic service that needs one of `names`, through any chain of hard
         dependencies, plus `names` themselves (bundles expanded)."""
+        return self._reach(names, self._dependents)
+
+    def _reach(self, names: set[str] | list[str],
+               edges: dict[str, frozenset[str]] | dict[str, set[str]]) -> set[str]:
         pending = list(self._expand(set(names)))
         found: set[str] = set()
         while pending:
             name = pending.pop()
-            if name in found:
-                continue
-            found.add(name)
-            pending.extend(self._dependents[name])
+            if name not in found:
+                found.add(name)
+                pending.extend(edges[name])
         return found
 
     def plan_up(self, names: set[str] | list[str], active: set[str]) -> Plan:

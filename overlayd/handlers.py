@@ -26,7 +26,7 @@ from protocol.signals import signal_number as parse_signal
 from protocol.states import ALIVE, BACKOFF, FAILED, SETTLED, STARTING, UP, WANT_UP
 
 from . import __version__
-from .loop import TIMED_OUT, Future, Task
+from .loop import TIMED_OUT, Future
 from .reaper import ExitStatus
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
     from .core import Core as Container
+    from .rc_run import RcRunner
     from .service import Service
 
     class Session(Protocol):
@@ -244,47 +245,37 @@ def _act(
     return [service.name for service in services]
 
 
-def _in_graph(container: Container, services: list[Service]) -> list[str]:
+def _along_dependencies(
+    session: Session, method: str, names: list[str], direct: Callable[[Service], None],
+    along: Callable[[RcRunner, list[str]], list[str]],
+) -> list[str]:
+    """start/stop: services of the dependency graph (DESIGN §10) go through it, the others
+    (added by a later rescan) directly. Returns every name acted on, the extra ones first."""
+    container = session.container
+    services = lookup(container, names)
+    _refuse_during_shutdown(container, method)
+    if method == "start":
+        _refuse_broken(services)
     rc = getattr(container, "rc", None)  # None before stage 2 has read the trees
-    return [s.name for s in services if rc is not None and s.name in rc.graph]
+    ordered = [s.name for s in services if rc is not None and s.name in rc.graph]
+    for service in services:
+        if service.name not in ordered:
+            direct(service)
+    extra = along(rc, ordered) if rc is not None and ordered else []
+    return [*extra, *(s.name for s in services)]
 
 
 def start(session: Session, names: list[str]) -> list[str]:
-    """Want the services up and start them; a service with dependencies (DESIGN §10) gets
-    them started first. Returns every name started: the dependencies first."""
-    container = session.container
-    services = lookup(container, names)
-    _refuse_during_shutdown(container, "start")
-    _refuse_broken(services)
-    ordered = _in_graph(container, services)
-    for service in services:
-        if service.name not in ordered:
-            service.start()
-    extra: list[str] = []
-    rc = getattr(container, "rc", None)  # None before stage 2 has read the trees
-    if rc is not None and ordered:
-        extra = sorted(n for n in rc.graph.up_closure(ordered) - set(ordered)
-                       if not rc.is_up(n) and container.supervisor.get(n) is not None)
-        Task(rc.up(ordered), "start " + " ".join(ordered))
-    return [*extra, *(s.name for s in services)]
+    """Want the services up and start them, their dependencies first."""
+    return _along_dependencies(session, "start", names, lambda s: s.start(),
+                               lambda rc, ordered: rc.request_up(ordered))
 
 
 def stop(session: Session, names: list[str]) -> list[str]:
-    """Want the services down and stop them (a broken one is already down: no error); what
-    depends on them goes down first. Returns every name stopped: those dependents first."""
-    container = session.container
-    services = lookup(container, names)
-    _refuse_during_shutdown(container, "stop")
-    ordered = _in_graph(container, services)
-    for service in services:
-        if service.name not in ordered:
-            service.stop()
-    extra: list[str] = []
-    rc = getattr(container, "rc", None)  # None before stage 2 has read the trees
-    if rc is not None and ordered:
-        extra = [n for n in rc.dependents_to_stop(ordered) if container.supervisor.get(n)]
-        Task(rc.down(ordered), "stop " + " ".join(ordered))
-    return [*extra, *(s.name for s in services)]
+    """Want the services down and stop them (a broken one is already down: no error), what
+    depends on them first."""
+    return _along_dependencies(session, "stop", names, lambda s: s.stop(),
+                               lambda rc, ordered: rc.request_down(ordered))
 
 
 def _refuse_oneshots(services: list[Service], method: str) -> None:

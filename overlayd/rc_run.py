@@ -90,6 +90,21 @@ class RcRunner:
         atoms = set().union(*(self.graph.atoms(n) for n in names)) if names else set()
         return sorted((self.graph.dependents_closure(names) & self.active()) - atoms)
 
+    def request_up(self, names: list[str]) -> list[str]:
+        """`overlayctl start`: bring `names` up in the background, dependencies first; returns
+        the dependencies that start too."""
+        extra = sorted(n for n in self.graph.up_closure(names) - set(names)
+                       if not self.is_up(n) and self.supervisor.get(n) is not None)
+        Task(self.up(names), "start " + " ".join(names))
+        return extra
+
+    def request_down(self, names: list[str]) -> list[str]:
+        """`overlayctl stop`: take `names` down in the background, dependents first; returns
+        those dependents."""
+        extra = [n for n in self.dependents_to_stop(names) if self.supervisor.get(n) is not None]
+        Task(self.down(names), "stop " + " ".join(names))
+        return extra
+
     # --- transitions -----------------------------------------------------------------------
     async def up(
         self,
