@@ -199,8 +199,9 @@ def action(inv: Invocation, verb: str, names: Sequence[str]) -> int:
             # Dependencies (start) or dependents (stop) that go along, first (DESIGN §10).
             also = [n for n in result if n not in names]
             if also:
-                why = "needed by" if verb == "start" else "they depend on"
-                err(f"{verb}: also {verb}ping {', '.join(also)} ({why} {', '.join(names)})")
+                doing, why = ("starting", "needed by") if verb == "start" else (
+                    "stopping", "they depend on")
+                err(f"{verb}: also {doing} {', '.join(also)} ({why} {', '.join(names)})")
         return render.EXIT_OK
 
     return execute(inv, body)

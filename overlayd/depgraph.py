@@ -247,3 +247,14 @@ class Plan:
     def _release(self, name: str) -> None:
         for waiter in self._waited_by[name]:
             self._waits[waiter].discard(name)
+
+
+def dry_run(plan: Plan) -> list[str]:
+    """The order a plan would take if every step succeeded (waves in name order)."""
+    order: list[str] = []
+    while not plan.finished:
+        wave = plan.runnable()
+        order += wave
+        for name in wave:
+            plan.succeeded(name)
+    return order

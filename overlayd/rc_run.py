@@ -15,7 +15,7 @@ from __future__ import annotations
 from protocol.states import ALIVE, FAILED, SETTLED, STARTING, UP, WANT_UP, is_ready
 
 from . import log
-from .depgraph import LONGRUN, ONESHOT
+from .depgraph import LONGRUN, ONESHOT, dry_run
 from .loop import Future, Task, first_of
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
@@ -85,23 +85,20 @@ class RcRunner:
         return {name for name in self.graph.nodes if self.graph.kind(name) in (ONESHOT, LONGRUN)
                 and self.is_active(name)}
 
-    def dependents_to_stop(self, names: list[str]) -> list[str]:
-        """The active services a stop of `names` would also take down (not `names` itself)."""
-        atoms = set().union(*(self.graph.atoms(n) for n in names)) if names else set()
-        return sorted((self.graph.dependents_closure(names) & self.active()) - atoms)
-
     def request_up(self, names: list[str]) -> list[str]:
         """`overlayctl start`: bring `names` up in the background, dependencies first; returns
         the dependencies that start too."""
-        extra = sorted(n for n in self.graph.up_closure(names) - set(names)
-                       if not self.is_up(n) and self.supervisor.get(n) is not None)
+        up_now = {n for n in self.graph.up_closure(names) if self.is_up(n)}
+        extra = [n for n in dry_run(self.graph.plan_up(names, up_now))
+                 if n not in names and self.supervisor.get(n) is not None]
         Task(self.up(names), "start " + " ".join(names))
         return extra
 
     def request_down(self, names: list[str]) -> list[str]:
         """`overlayctl stop`: take `names` down in the background, dependents first; returns
         those dependents."""
-        extra = [n for n in self.dependents_to_stop(names) if self.supervisor.get(n) is not None]
+        extra = [n for n in dry_run(self.graph.plan_down(names, self.active()))
+                 if n not in names and self.supervisor.get(n) is not None]
         Task(self.down(names), "stop " + " ".join(names))
         return extra
 

@@ -215,3 +215,14 @@ def test_deeply_nested_bundles_and_long_chains_do_not_exhaust_the_stack() -> Non
     ring = [node(f"r{i}", ONESHOT, deps={f"r{(i + 1) % depth}": "x"}) for i in range(depth)]
     with pytest.raises(GraphError, match=r"cycle: r0 -> r1 -> .* -> r0$"):
         Graph(ring)
+
+
+def test_dry_run_lists_the_order_a_start_and_a_stop_would_take() -> None:
+    from overlayd.depgraph import dry_run
+
+    g = graph(LSIO)
+    assert dry_run(g.plan_up(["svc-nginx"], set()))[-3:] == [
+        "init-services", "svc-php-fpm", "svc-nginx"]
+    every = {n for n, (k, _) in LSIO.items() if k != BUNDLE}
+    assert dry_run(g.plan_down(["init-services"], every)) == [
+        "svc-nginx", "svc-php-fpm", "init-services"]

@@ -196,12 +196,15 @@ def test_services_d_beside_s6_rc_d_with_dependencies_both_ways(boot, tree: Tree)
     tree.service("cache", f"echo 'run cache' >> {v3.log}; exec sleep 1000")
     booted = boot()
     booted.wait_for(r"service api: up")
-    wait_until(lambda: "run api" in v3.events(), what="api's run script")
+    wait_until(lambda: {"run db", "run cache", "run api"} <= set(v3.events()),
+               what="every run script")
     events = v3.events()
     print("observed order:", events)
     assert_order(events, "up init-db", "run db")
-    assert_order(events, "run db", "run api")
-    assert_order(events, "run cache", "run api")
+    started_before(booted, "init-db", "db")
+    started_before(booted, "db", "legacy-services")
+    started_before(booted, "cache", "legacy-services")
+    started_before(booted, "legacy-services", "api")
     records = status(booted, "db", "api", "init-db")
     assert records["db"]["type"] == "longrun" and records["api"]["state"] == "up"
 
@@ -304,18 +307,24 @@ def test_start_brings_dependencies_up_first_and_stop_names_dependents(boot,
     assert v3.events() == []
     started = booted.ctl("start", "extra-ui")
     assert started.returncode == 0, started.stderr
-    assert v3.events()[:3] == ["up prep", "run extra", "run extra-ui"]
+    assert "also starting prep, extra (needed by extra-ui)" in started.stderr
+    assert booted.ctl("wait", "--up", "extra-ui", "extra", "prep").returncode == 0
+    wait_until(lambda: {"run extra", "run extra-ui"} <= set(v3.events()), what="both runs")
+    assert v3.events()[0] == "up prep"
+    booted.wait_for(r"service extra-ui: up")
+    started_before(booted, "prep", "extra")
+    started_before(booted, "extra", "extra-ui")
     stopped = booted.ctl("stop", "prep")
     assert stopped.returncode == 0, stopped.stderr
-    assert "extra" in stopped.stdout + stopped.stderr
-    assert "extra-ui" in stopped.stdout + stopped.stderr
+    assert "also stopping extra-ui, extra (they depend on prep)" in stopped.stderr
+    assert booted.ctl("wait", "--down", "prep", "extra", "extra-ui").returncode == 0
     records = status(booted, "prep", "extra", "extra-ui")
     assert {r["state"] for r in records.values()} == {"down"}
     assert booted.ctl("start", "extras").returncode == 0  # a bundle name
     assert booted.ctl("wait", "--up", "extras").returncode == 0
     assert status(booted, "extra-ui")["extra-ui"]["state"] == "up"
     assert booted.ctl("stop", "extras").returncode == 0
-    assert status(booted, "extra")["extra"]["state"] == "down"
+    assert booted.ctl("wait", "--down", "extras").returncode == 0
     assert status(booted, "prep")["prep"]["state"] == "up"  # not in the bundle
 
 
