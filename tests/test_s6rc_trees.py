@@ -254,10 +254,17 @@ def test_failed_oneshot_under_behaviour_0_still_runs_the_rest_and_the_cmd(boot,
     v3.oneshot("init-after", deps=("init-broken",))
     v3.oneshot("independent")
     v3.user("init-broken", "init-after", "independent")
-    booted = boot("/bin/sh", "-c", f"echo cmd >> {v3.log}; exit 4")
-    assert booted.wait() == 4
+    gate = tree.base / "gate"
+    os.mkfifo(gate)
+    booted = boot("/bin/sh", "-c", f"echo cmd >> {v3.log}; read x < {gate}; exit 4")
+    wait_until(lambda: "cmd" in v3.events(), what="the CMD")
     events = v3.events()
-    assert "up independent" in events and "cmd" in events and "up init-after" not in events
+    assert "up independent" in events and "up init-after" not in events
+    check = booted.ctl("check")
+    assert check.returncode == 1 and "init-broken" in check.stderr, check
+    assert status(booted, "init-broken")["init-broken"]["state"] == "failed"
+    write_to_reader(gate, b"go\n")
+    assert booted.wait() == 4
 
 
 def test_longrun_not_up_within_timeout_up_fails_its_dependents(boot, tree: Tree) -> None:
@@ -395,3 +402,15 @@ def test_oneshot_with_an_execline_block_runs_through_execlineb(boot, tree: Tree)
     booted = boot()
     wait_until(lambda: v3.events() == ["first-blocky", "second"], what="both block parts")
     assert status(booted, "blocky")["blocky"]["state"] == "up"
+
+
+def test_longrun_ignoring_term_is_killed_after_its_timeout_down(boot, tree: Tree) -> None:
+    v3 = V3(tree)
+    v3.longrun("stubborn", "trap '' TERM; while :; do sleep 0.05; done",
+               files={"timeout-down": "300\n"})
+    v3.user("stubborn")
+    booted = boot(env={"S6_SERVICES_GRACETIME": "60000"})
+    booted.wait_for(r"service stubborn: up")
+    booted.kill()
+    assert booted.wait() == 0
+    booted.wait_for(r"service stubborn outlived timeout-down \(300 ms\); sending SIGKILL")
