@@ -89,6 +89,7 @@ def build_runner(
     graph: Graph,
     legacy: list[ServiceDef],
     builtins: dict[str, Callable[[], Awaitable[str | None]]],
+    create_legacy: Callable[[], None],
 ) -> RcRunner:
     """Oneshots, the v3 longruns (as supervised Services, pipelines wired) and the runner."""
     at_boot = graph.up_closure([TOP])
@@ -117,4 +118,4 @@ def build_runner(
     if missing:
         raise ValueError(f"no built-in step for {sorted(missing)}")
     return RcRunner(loop, supervisor, graph, defs, oneshots, builtins,
-                    {d.name for d in legacy}, cfg.cmd_wait_for_services)
+                    {d.name for d in legacy}, cfg.cmd_wait_for_services, create_legacy)

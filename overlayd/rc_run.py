@@ -44,6 +44,7 @@ class RcRunner:
         builtins: dict[str, Callable[[], Awaitable[str | None]]],
         legacy_names: set[str],
         legacy_wait_ready: bool,
+        create_legacy: Callable[[], None] = lambda: None,
     ) -> None:
         self.loop = loop
         self.supervisor = supervisor
@@ -54,6 +55,7 @@ class RcRunner:
         self.builtin_up: set[str] = set()
         self.legacy_names = legacy_names
         self.legacy_wait_ready = legacy_wait_ready
+        self.create_legacy = create_legacy  # services.d's Services, made when first due
         self._watches: dict[str, list[Callable[[Service], None]]] = {}
         self._starting: dict[str, list[Report]] = {}  # name → the plans waiting on its start
         supervisor.add_listener(self._service_changed)
@@ -208,11 +210,13 @@ class RcRunner:
         return getattr(rc, field) if rc is not None else 0
 
     def _start_longrun(self, name: str, report: Report) -> None:
+        legacy = name in self.legacy_names
+        if legacy:
+            self.create_legacy()
         service = self.supervisor.get(name)
         if service is None:
             report(name, "no such service")
             return
-        legacy = name in self.legacy_names
         if service.broken:
             if legacy:  # s6-overlay starts services.d without waiting on it: counted, not fatal
                 report(name, None)

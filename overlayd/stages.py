@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from .rc_run import RcRunner
     from .rpc import ControlServer
+    from .scan import ServiceDef
 
 TERMINATING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 FORWARDED = (
@@ -52,6 +53,7 @@ class Container:
         self.services_started = False  # HUP before that defers the rescan until then
         self.rescan_pending = False
         self.rc: RcRunner | None = None  # the dependency layer, once the trees are read
+        self._legacy_defs: list[ServiceDef] | None = None  # services.d, read, not yet created
         self.trees_read = False
         self.skip_to_kill = Future()
         self.requested_exit_code: int | None = None
@@ -151,7 +153,8 @@ class Container:
         """
         if not await self._stage2_hook():
             return False
-        legacy = [s.definition for s in self.supervisor.load()]
+        legacy = self.supervisor.read_services_d()  # created at their turn, not before
+        self._legacy_defs = legacy
         try:
             defs, graph = rc_boot.read_trees(self.cfg, legacy)
         except rc_boot.BadTree as exc:
@@ -163,7 +166,7 @@ class Container:
         self.rc = rc_boot.build_runner(
             self.cfg, self.loop, self.reaper, self.supervisor, self.child_env, defs, graph,
             legacy, {"fix-attrs": self._fix_attrs, "legacy-cont-init": self._cont_init,
-                     "legacy-services": self._legacy_services},
+                     "legacy-services": self._legacy_services}, self._load_services_d,
         )
         failures = [(f"services.d/{d.name}", 1) for d in legacy if d.problem]
         deadline = None
@@ -225,9 +228,20 @@ class Container:
             return "a cont-init.d script failed"
         return None
 
+    def _load_services_d(self) -> None:
+        """Create the services.d services (once): when the first of them is due to start, so
+        none exists while base (cont-init.d) is still running."""
+        if self._legacy_defs is None:
+            return
+        services = self.supervisor.load(self._legacy_defs)
+        self._legacy_defs = None
+        if services:
+            log.info(f"services.d: starting {len(services)} service(s)")
+
     async def _legacy_services(self) -> str | None:
         """The `legacy-services` step: services.d's services were started in their turn (each
         is a node of the graph); from here on a SIGHUP rescan may run."""
+        self._load_services_d()  # when none of them is normally up
         self.services_started = True
         if self.rescan_pending:
             self.rescan_pending = False

@@ -80,9 +80,15 @@ class Supervisor:
         self._adopted: set[str] = set()  # names not from services.d (see adopt)
 
     # --- building --------------------------------------------------------------------------
-    def load(self) -> list[Service]:
-        """Scan services.d and create the services found; returns the new ones."""
-        return [self._add(d) for d in self._scan() if d.name not in self.services]
+    def load(self, definitions: list[ServiceDef] | None = None) -> list[Service]:
+        """Create the services of services.d (scanned now, or as `read_services_d` found
+        them); returns the new ones."""
+        found = self._scan() if definitions is None else definitions
+        return [self._add(d) for d in found if d.name not in self.services]
+
+    def read_services_d(self) -> list[ServiceDef]:
+        """What services.d holds, without creating anything (notes logged)."""
+        return self._scan()
 
     def _scan(self) -> list[ServiceDef]:
         definitions, notes = scan(self.services_dir)

@@ -406,11 +406,11 @@ def test_oneshot_with_an_execline_block_runs_through_execlineb(boot, tree: Tree)
 
 def test_longrun_ignoring_term_is_killed_after_its_timeout_down(boot, tree: Tree) -> None:
     v3 = V3(tree)
-    v3.longrun("stubborn", "trap '' TERM; while :; do sleep 0.05; done",
+    v3.longrun("stubborn", "trap '' TERM; echo stubborn-deaf; while :; do sleep 0.05; done",
                files={"timeout-down": "300\n"})
     v3.user("stubborn")
     booted = boot(env={"S6_SERVICES_GRACETIME": "60000"})
-    booted.wait_for(r"service stubborn: up")
+    booted.wait_for(r"^stubborn-deaf$")
     booted.kill()
     assert booted.wait() == 0
     booted.wait_for(r"service stubborn outlived timeout-down \(300 ms\); sending SIGKILL")
