@@ -61,7 +61,9 @@ if TYPE_CHECKING:
 
 
 def is_up(service: Service) -> bool:
-    """A process is running and not being stopped."""
+    """A process is running and not being stopped; a oneshot: its `up` succeeded."""
+    if getattr(service, "kind", None) == "oneshot":
+        return service.state == UP
     return service.state in ALIVE
 
 

@@ -315,7 +315,10 @@ def test_start_brings_dependencies_up_first_and_stop_names_dependents(boot,
     started = booted.ctl("start", "extra-ui")
     assert started.returncode == 0, started.stderr
     assert "also starting prep, extra (needed by extra-ui)" in started.stderr
-    assert booted.ctl("wait", "--up", "extra-ui", "extra", "prep").returncode == 0
+    assert booted.ctl("wait", "--up", "prep").returncode == 0  # a oneshot: its up exited 0
+    assert v3.events()[0] == "up prep"
+    assert status(booted, "prep")["prep"]["state"] == "up"
+    assert booted.ctl("wait", "--up", "extra-ui", "extra").returncode == 0
     wait_until(lambda: {"run extra", "run extra-ui"} <= set(v3.events()), what="both runs")
     assert v3.events()[0] == "up prep"
     booted.wait_for(r"service extra-ui: up")
