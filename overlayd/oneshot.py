@@ -137,6 +137,11 @@ class Oneshot:
             return str(exc)
         if not argv:
             return None  # only comments: a no-op that succeeds
+        if argv[0].startswith("/") and os.path.isfile(argv[0]):
+            # A script named by path, shipped 0644: run through its #! line, as cont-init.d's.
+            argv, warning = spawn.script_argv(argv[0], argv[1:])
+            if warning:
+                log.warn(warning)
         try:
             self.pid = spawn.spawn(argv, env, cwd=self.rc.source, new_group=True,
                                    stdin=spawn.devnull())

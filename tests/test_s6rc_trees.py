@@ -417,3 +417,17 @@ def test_longrun_ignoring_term_is_killed_after_its_timeout_down(boot, tree: Tree
     booted.kill()
     assert booted.wait() == 0
     booted.wait_for(r"service stubborn outlived timeout-down \(300 ms\); sending SIGKILL")
+
+
+def test_oneshot_naming_a_script_without_its_execute_bit_runs_it_with_a_warning(
+    boot, tree: Tree
+) -> None:
+    v3 = V3(tree)
+    script = v3.oneshot("init-perms")
+    (script / "run").chmod(0o644)  # images built on Windows hosts ship them so
+    v3.user("init-perms")
+    booted = boot()
+    wait_until(lambda: "up init-perms" in v3.events(), what="the script to run")
+    booted.wait_for(r"init-perms/run is not executable; running it with /bin/sh")
+    wait_until(lambda: status(booted, "init-perms")["init-perms"]["state"] == "up",
+               what="init-perms up")
