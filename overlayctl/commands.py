@@ -195,6 +195,13 @@ def action(inv: Invocation, verb: str, names: Sequence[str]) -> int:
         result = getattr(client, verb)(list(names))
         if inv.json and result is not None:
             out(render.to_json(result, pretty=True))
+        elif isinstance(result, list):
+            # Dependencies (start) or dependents (stop) that go along, first (DESIGN §10).
+            also = [n for n in result if n not in names]
+            if also:
+                doing, why = ("starting", "needed by") if verb == "start" else (
+                    "stopping", "they depend on")
+                err(f"{verb}: also {doing} {', '.join(also)} ({why} {', '.join(names)})")
         return render.EXIT_OK
 
     return execute(inv, body)

@@ -45,6 +45,9 @@ _FIELDS = (
     "verbosity",
     "s6_paths",
     "log",
+    "stage2_hook",
+    "runtime_profile",
+    "runtime_bundledir",
 )
 
 
@@ -56,8 +59,23 @@ class Config(namedtuple("ConfigFields", _FIELDS)):
     __slots__ = ()
 
     def etc(self, name: str) -> str:
-        """Path of one configuration tree, e.g. etc('services.d')."""
+        """Path of one configuration tree, e.g. etc('services.d'); under
+        `etc/cont-profile.d/NAME/` when S6_RUNTIME_PROFILE names a profile."""
+        if self.runtime_profile:
+            return os.path.join(self.root, "etc", "cont-profile.d", self.runtime_profile, name)
         return os.path.join(self.root, "etc", name)
+
+    @property
+    def s6_overlay_dir(self) -> str:
+        """Where s6-rc.d/ and user-bundles.d/ are: etc/s6-overlay, or the profile's."""
+        return self.etc("s6-overlay")
+
+    @property
+    def bundle_dir(self) -> str:
+        """S6_RUNTIME_BUNDLEDIR (inside OVERLAY_ROOT), else <s6-overlay dir>/user-bundles.d."""
+        if self.runtime_bundledir:
+            return os.path.join(self.root, self.runtime_bundledir.lstrip("/"))
+        return os.path.join(self.s6_overlay_dir, "user-bundles.d")
 
     @property
     def env_dir(self) -> str:
@@ -130,6 +148,13 @@ def _path(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _profile(env: Mapping[str, str], name: str) -> str | None:
+    value = _get(env, name)
+    if value is not None and ("/" in value or value in (".", "..")):
+        raise ConfigError(name, value, "a profile name (a directory of /etc/cont-profile.d)")
+    return value
+
+
 def load(env: Mapping[str, str]) -> Config:
     """Read and validate every variable; raise ConfigError on the first bad one."""
     from .logsettings import load as load_log_settings
@@ -160,4 +185,8 @@ def load(env: Mapping[str, str]) -> Config:
         s6_paths=None if _get(env, "OVERLAY_S6_PATHS") is None
         else _choice(env, "OVERLAY_S6_PATHS", 0, range(2)),
         log=load_log_settings(env, logging),  # S6_LOGGING*, OVERLAY_LOG_* (logsettings.py)
+        stage2_hook=tuple((_get(env, "S6_STAGE2_HOOK") or "").split()),
+        runtime_profile=_profile(env, "S6_RUNTIME_PROFILE"),
+        runtime_bundledir=_path(env, "S6_RUNTIME_BUNDLEDIR", "/") if _get(
+            env, "S6_RUNTIME_BUNDLEDIR") else None,
     )

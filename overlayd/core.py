@@ -13,13 +13,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .loop import Loop
+    from .rc_run import RcRunner
     from .supervisor import Supervisor
 
 
 class Core:
     """The facade handed to the control server (rpc.py calls it `container`)."""
 
-    __slots__ = ("_info", "_request", "_stopping", "loop", "socket_gid", "socket_path",
+    __slots__ = ("_info", "_rc", "_request", "_stopping", "loop", "socket_gid", "socket_path",
                  "supervisor")
 
     def __init__(
@@ -31,6 +32,7 @@ class Core:
         request_shutdown: Callable[[int | None, str], bool],
         stopping: Callable[[], bool],
         info: Callable[[], dict[str, object]],
+        rc: Callable[[], RcRunner | None] = lambda: None,
     ) -> None:
         self.loop = loop
         self.supervisor = supervisor
@@ -39,6 +41,7 @@ class Core:
         self._request = request_shutdown
         self._stopping = stopping
         self._info = info
+        self._rc = rc
 
     @property
     def stopping(self) -> bool:
@@ -48,6 +51,11 @@ class Core:
     def request_shutdown(self, exit_code: int | None = None, reason: str = "requested") -> bool:
         """Start stage 3 (once); an explicit exit code overrides every other source."""
         return self._request(exit_code, reason)
+
+    @property
+    def rc(self) -> RcRunner | None:
+        """The dependency layer (rc_run.py) once stage 2 has read the trees, else None."""
+        return self._rc()
 
     def info(self) -> dict[str, object]:
         """Facts for `hello`: pid1, orphans_reaped, cmd_pid."""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
     from .core import Core as Container
+    from .rc_run import RcRunner
     from .service import Service
 
     class Session(Protocol):
@@ -61,7 +62,9 @@ if TYPE_CHECKING:
 
 
 def is_up(service: Service) -> bool:
-    """A process is running and not being stopped."""
+    """A process is running and not being stopped; a oneshot: its `up` succeeded."""
+    if getattr(service, "kind", None) == "oneshot":
+        return service.state == UP
     return service.state in ALIVE
 
 
@@ -89,10 +92,26 @@ def _unique(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def lookup(container: Container, names: list[str]) -> list[Service]:
-    """The named services, in order, each once; ``no_such_service`` naming every unknown one."""
+def _expand_bundles(container: Container, names: list[str]) -> list[str]:
+    """A bundle name (s6-rc) stands for its member services, in name order."""
+    rc = getattr(container, "rc", None)  # None before stage 2 has read the trees
+    if rc is None:
+        return names
     supervisor = container.supervisor
-    names = _unique(names)
+    out: list[str] = []
+    for name in names:
+        if supervisor.get(name) is None and name in rc.graph and rc.graph.kind(name) == "bundle":
+            out.extend(sorted(a for a in rc.graph.atoms(name) if supervisor.get(a) is not None))
+        else:
+            out.append(name)
+    return out
+
+
+def lookup(container: Container, names: list[str]) -> list[Service]:
+    """The named services (bundles expanded), in order, each once; ``no_such_service``
+    naming every unknown one."""
+    supervisor = container.supervisor
+    names = _unique(_expand_bundles(container, names))
     missing = [name for name in names if supervisor.get(name) is None]
     if missing:
         raise ProtocolError(
@@ -303,23 +322,57 @@ def _act(
     return [service.name for service in services]
 
 
+def _along_dependencies(
+    session: Session, method: str, names: list[str], direct: Callable[[Service], None],
+    along: Callable[[RcRunner, list[str]], list[str]],
+) -> list[str]:
+    """start/stop: services of the dependency graph (DESIGN §10) go through it, the others
+    (added by a later rescan) directly. Returns every name acted on, the extra ones first."""
+    container = session.container
+    services = lookup(container, names)
+    _refuse_during_shutdown(container, method)
+    if method == "start":
+        _refuse_broken(services)
+    rc = getattr(container, "rc", None)  # None before stage 2 has read the trees
+    ordered = [s.name for s in services if rc is not None and s.name in rc.graph]
+    for service in services:
+        if service.name not in ordered:
+            direct(service)
+    extra = along(rc, ordered) if rc is not None and ordered else []
+    return [*extra, *(s.name for s in services)]
+
+
 def start(session: Session, names: list[str]) -> list[str]:
-    """Want the services up and start them."""
-    return _act(session, "start", names, lambda s: s.start(), runs=True)
+    """Want the services up and start them, their dependencies first."""
+    return _along_dependencies(session, "start", names, lambda s: s.start(),
+                               lambda rc, ordered: rc.request_up(ordered))
 
 
 def stop(session: Session, names: list[str]) -> list[str]:
-    """Want the services down and stop them (a broken one is already down: no error)."""
-    return _act(session, "stop", names, lambda s: s.stop(), runs=False)
+    """Want the services down and stop them (a broken one is already down: no error), what
+    depends on them first."""
+    return _along_dependencies(session, "stop", names, lambda s: s.stop(),
+                               lambda rc, ordered: rc.request_down(ordered))
+
+
+def _refuse_oneshots(services: list[Service], method: str) -> None:
+    for service in services:
+        if getattr(service, "kind", None) == "oneshot":
+            raise ProtocolError(
+                INVALID_STATE, f"{method}: {service.name} is a oneshot; use stop and start",
+                {"name": service.name},
+            )
 
 
 def restart(session: Session, names: list[str]) -> list[str]:
     """Down signal now; the exit path starts them again."""
+    _refuse_oneshots(lookup(session.container, names), "restart")
     return _act(session, "restart", names, lambda s: s.restart(), runs=True)
 
 
 def once(session: Session, names: list[str]) -> list[str]:
     """Start the services without restarting them after they exit."""
+    _refuse_oneshots(lookup(session.container, names), "once")
     return _act(session, "once", names, lambda s: s.once(), runs=True)
 
 

@@ -42,6 +42,7 @@ from protocol.states import (
     K_SINCE,
     K_STARTED,
     K_STATE,
+    K_TYPE,
     K_WANT,
     READY,
     RUNNING,
@@ -602,4 +603,5 @@ class Service:
             K_NORMALLY_UP: definition.normally_up,
             K_NOTIFICATION_FD: self.definition.notification_fd,
             K_REASON: self.reason,
+            K_TYPE: "longrun",
         }

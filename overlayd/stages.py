@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 
-from . import contenv, fixattrs, log, rundir, scripts, spawn
+from . import contenv, fixattrs, log, rc_boot, rundir, scripts, spawn
 from .config import Config
 from .core import Core
 from .exitcode import read_exitcode_file
@@ -22,8 +22,10 @@ TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need no
 if TYPE_CHECKING:
     import socket
 
+    from .rc_run import RcRunner
     from .rpc import ControlServer
     from .s6paths import S6Paths
+    from .scan import ServiceDef
 
 TERMINATING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 FORWARDED = (
@@ -54,6 +56,9 @@ class Container:
         self.shutdown_signal = signal.SIGTERM  # what the CMD gets first in stage 3
         self.services_started = False  # HUP before that defers the rescan until then
         self.rescan_pending = False
+        self.rc: RcRunner | None = None  # the dependency layer, once the trees are read
+        self._legacy_defs: list[ServiceDef] | None = None  # services.d, read, not yet created
+        self.trees_read = False
         self.skip_to_kill = Future()
         self.requested_exit_code: int | None = None
         self.stage2_failure_code: int | None = None
@@ -141,6 +146,7 @@ class Container:
             lambda code, reason: self.request_shutdown(code, reason),
             lambda: self.stopping,
             self._info,
+            lambda: self.rc,
         )
 
     def _info(self) -> dict[str, object]:
@@ -159,23 +165,77 @@ class Container:
             self.request_shutdown(reason="stage 2 crashed")
 
     async def _stage2(self) -> bool:
-        """Steps 1-4. Stage 3 cancels this Task: no step starts after a shutdown began."""
-        cfg = self.cfg
-        failures: list[tuple[str, int]] = []
-        fix_dir = cfg.etc("fix-attrs.d")
-        if os.path.isdir(fix_dir):
-            log.info("fix-attrs.d: applying ownership and permissions")
-            try:
-                fixed = fixattrs.run_fixattrs(fix_dir, cfg.fix_attrs_hidden, log.info)
-            except Exception:
-                log.exception("fix-attrs.d failed")
-                fixed = False
-            if not fixed:
-                failures.append(("fix-attrs.d", 1))
-                if not self._stage2_failed(failures):
-                    return False
+        """Steps 1-4. Stage 3 cancels this Task: no step starts after a shutdown began.
+
+        S6_STAGE2_HOOK first; then both trees (s6-rc.d and services.d) are read into one
+        dependency graph, and `top` is brought up along it (rc_boot.py, DESIGN §10): fix-attrs
+        and cont-init.d are its first built-in steps, services.d its `legacy-services`.
+        """
+        if not await self._stage2_hook():
+            return False
+        legacy = self.supervisor.read_services_d()  # created at their turn, not before
+        self._legacy_defs = legacy
+        try:
+            defs, graph = rc_boot.read_trees(self.cfg, legacy)
+        except rc_boot.BadTree as exc:
+            log.error(f"cannot boot: {exc}")
+            self.stage2_failure_code = rc_boot.EXIT_BAD_TREE
+            self.request_shutdown(reason="the service definitions are invalid")
+            return False
+        self.trees_read = True
+        self.rc = rc_boot.build_runner(
+            self.cfg, self.loop, self.reaper, self.supervisor, self.child_env, defs, graph,
+            legacy, {"fix-attrs": self._fix_attrs, "legacy-cont-init": self._cont_init,
+                     "legacy-services": self._legacy_services}, self._load_services_d,
+        )
+        failures = [(f"services.d/{d.name}", 1) for d in legacy if d.problem]
+        deadline = None
+        maxtime = self.cfg.cmd_wait_for_services_maxtime
+        if self.cfg.cmd_wait_for_services and maxtime:
+            deadline = self.loop.sleep(maxtime / 1000)
+        plan = await self.rc.up(["top"], deadline=deadline)
+        if not plan.finished:
+            late = ", ".join(sorted(plan.targets - plan.done - set(plan.failed)
+                                    - set(rc_boot.BUILTIN_ONESHOTS)))
+            log.error(f"services not up after S6_CMD_WAIT_FOR_SERVICES_MAXTIME: {late}")
+            failures.append(("S6_CMD_WAIT_FOR_SERVICES_MAXTIME", 1))
+        legacy_names = {s.name for s in legacy}
+        failures += [(name, 1) for name in sorted(plan.failed)
+                     if name not in rc_boot.BUILTIN_ONESHOTS and name not in legacy_names]
+        if failures and not self._stage2_failed(failures):
+            return False
+        self._run_cmd()
+        return True
+
+    async def _stage2_hook(self) -> bool:
+        """S6_STAGE2_HOOK, before the trees are read; False when the boot must stop."""
+        status = await rc_boot.run_hook(self.cfg, self.loop, self.reaper, self.child_env())
+        if status is None or status.shell_code() == 0:
+            return True
+        log.warn(f"S6_STAGE2_HOOK {' '.join(self.cfg.stage2_hook)}: {status.describe()}")
+        return self._stage2_failed([("S6_STAGE2_HOOK", status.shell_code())])
+
+    async def _fix_attrs(self) -> str | None:
+        """The `fix-attrs` step: fix-attrs.d; a failure blocks the rest only under behaviour 2."""
+        fix_dir = self.cfg.etc("fix-attrs.d")
+        if not os.path.isdir(fix_dir):
+            return None
+        log.info("fix-attrs.d: applying ownership and permissions")
+        try:
+            fixed = fixattrs.run_fixattrs(fix_dir, self.cfg.fix_attrs_hidden, log.info)
+        except Exception:
+            log.exception("fix-attrs.d failed")
+            fixed = False
+        if not fixed and not self._stage2_failed([("fix-attrs.d", 1)]):
+            return "fix-attrs.d failed"
+        return None
+
+    async def _cont_init(self) -> str | None:
+        """The `legacy-cont-init` step: every cont-init.d script, all of them run."""
         init_failures: list[tuple[str, int]] = []
-        for path in scripts.list_scripts(cfg.etc("cont-init.d")):
+        for path in scripts.list_scripts(self.cfg.etc("cont-init.d")):
+            if self.stopping:
+                return "shutting down"
             name = "cont-init.d/" + os.path.basename(path)
             log.info(f"{name}: running")
             status = await scripts.run_script(self.loop, self.reaper, self.child_env(), path)
@@ -185,40 +245,29 @@ class Container:
                 init_failures.append((name, code))
         # Under behaviour 2 nothing after a failed step starts: no service, no CMD (DESIGN §3).
         if init_failures and not self._stage2_failed(init_failures):
-            return False
-        service_failures = await self._start_services()
-        if service_failures and not self._stage2_failed(service_failures):
-            return False
-        self._run_cmd()
-        return True
+            return "a cont-init.d script failed"
+        return None
 
-    async def _start_services(self) -> list[tuple[str, int]]:
-        services = self.supervisor.load()
-        failures = [(f"services.d/{s.name}", 1) for s in services if s.broken]
+    def _load_services_d(self) -> None:
+        """Create the services.d services (once): when the first of them is due to start, so
+        none exists while base (cont-init.d) is still running."""
+        if self._legacy_defs is None:
+            return
+        services = self.supervisor.load(self._legacy_defs)
+        self._legacy_defs = None
         if services:
             log.info(f"services.d: starting {len(services)} service(s)")
-        self.supervisor.start_normally_up(services)
+
+    async def _legacy_services(self) -> str | None:
+        """The `legacy-services` step: services.d's services were started in their turn (each
+        is a node of the graph); from here on a SIGHUP rescan may run."""
+        self._load_services_d()  # when none of them is normally up
         self.services_started = True
         if self.rescan_pending:
             self.rescan_pending = False
             log.info("services.d started: doing the rescan SIGHUP asked for")
             self.supervisor.rescan()
-        if not self.cfg.cmd_wait_for_services:
-            return failures
-        watched = [s for s in services if s.definition.normally_up and not s.broken]
-        wait = self.supervisor.wait_for(watched, lambda: all(s.ready for s in watched))
-        maxtime = self.cfg.cmd_wait_for_services_maxtime
-        try:
-            result = await self.loop.with_timeout(
-                wait.future, maxtime / 1000 if maxtime else None
-            )
-        finally:
-            wait.cancel()
-        if result is TIMED_OUT:
-            late = ", ".join(s.name for s in watched if not s.ready)
-            log.error(f"services not up after S6_CMD_WAIT_FOR_SERVICES_MAXTIME: {late}")
-            failures.append(("S6_CMD_WAIT_FOR_SERVICES_MAXTIME", 1))
-        return failures
+        return None
 
     def _stage2_failed(self, failures: list[tuple[str, int]]) -> bool:
         """Apply S6_BEHAVIOUR_IF_STAGE2_FAILS; True when the boot goes on."""
@@ -340,8 +389,13 @@ class Container:
                 await first_of(self.cmd_exit, skip)
         if not skip.done and self.supervisor.services:
             log.info("stopping services")
+            if self.rc is not None:  # dependents first, oneshots' `down` in their turn
+                self.supervisor.rt.shutting_down = True
+                down = Task(self.rc.down(sorted(self.rc.active()), cfg.services_gracetime),
+                            "stage 3: services down")
+                await first_of(down.finished, skip)
             await self.supervisor.shut_down(grace, skip)
-        if not skip.done:
+        if not skip.done and self.trees_read:  # cont-finish.d is legacy-cont-init's `down`
             await self._cont_finish()
         await self.outputs.stop()  # the catch-all stops last: it has taken every line above
         await self._kill_everything()

@@ -81,11 +81,18 @@ class Supervisor:
         # Called with each new Service (and logger) before it is first started (s6paths).
         self.on_add: list[Callable[[Service], None]] = []
         self.outputs: Outputs | None = None  # set by stages: where each child's output goes
+        self._adopted: set[str] = set()  # names not from services.d (see adopt)
 
     # --- building --------------------------------------------------------------------------
-    def load(self) -> list[Service]:
-        """Scan services.d and create the services found; returns the new ones."""
-        return [self._add(d) for d in self._scan() if d.name not in self.services]
+    def load(self, definitions: list[ServiceDef] | None = None) -> list[Service]:
+        """Create the services of services.d (scanned now, or as `read_services_d` found
+        them); returns the new ones."""
+        found = self._scan() if definitions is None else definitions
+        return [self._add(d) for d in found if d.name not in self.services]
+
+    def read_services_d(self) -> list[ServiceDef]:
+        """What services.d holds, without creating anything (notes logged)."""
+        return self._scan()
 
     def _scan(self) -> list[ServiceDef]:
         definitions, notes = scan(self.services_dir)
@@ -120,6 +127,7 @@ class Supervisor:
                 hook(service)
             except Exception:
                 log.exception("service creation hook failed")
+
     def _route_output(self, service: Service, has_logger: bool) -> None:
         """Prefixed output (OVERLAY_LOG_PREFIX=1): the service's fds into the line prefixer."""
         if self.outputs is not None:
@@ -127,6 +135,24 @@ class Supervisor:
             if stdout_fd is not None:
                 service.stdout_fd = stdout_fd
             service.stderr_fd = stderr_fd
+
+    def adopt(self, definition: ServiceDef, stdin_fd: int | None = None,
+              stdout_fd: int | None = None) -> Service:
+        """A service defined elsewhere than services.d (an s6-rc longrun): supervised like the
+        others, its pipe ends (a pipeline's) owned by the caller, never touched by rescan."""
+        if definition.problem:
+            log.error(f"{definition.problem}; the service is marked failed")
+        service = Service(definition, self.rt, stdin_fd=stdin_fd, stdout_fd=stdout_fd)
+        self._route_output(service, stdout_fd is not None)
+        self.adopt_unit(service)
+        self._announce(service)
+        return service
+
+    def adopt_unit(self, unit: Service) -> None:
+        """Show and control `unit` (a Service, or a oneshot answering the same questions)
+        beside the services.d ones; rescan leaves it alone."""
+        self.services[unit.name] = unit
+        self._adopted.add(unit.name)
 
     def start_normally_up(self, services: Iterable[Service]) -> None:
         """Start each service without a `down` file, its logger first."""
@@ -145,6 +171,8 @@ class Supervisor:
         starts."""
         definitions = {d.name: d for d in self._scan()}
         for service in self.main_services():
+            if service.name in self._adopted:
+                continue
             found = definitions.get(service.name)
             if found is None:
                 log.info(f"service {service.name}: directory removed; stopping and forgetting it")

@@ -46,6 +46,7 @@ RECORD_KEYS: tuple[str, ...] = (
 K_STARTED = "started"  # epoch seconds the running `run` was started, or null
 K_NOTIFICATION_FD = "notification_fd"
 K_REASON = "reason"  # why `failed` (or what went wrong last), or null
+K_TYPE = "type"  # "longrun" (a supervised process) or "oneshot" (an s6-rc up/down pair)
 # `last_exit`'s keys.
 K_CODE = "code"
 K_SIGNAL = "signal"
