@@ -203,6 +203,11 @@ def read_source_dir(source: str, notes: list[str], *, default_type: str | None =
         entries = sorted(os.scandir(source), key=lambda entry: entry.name)
     except FileNotFoundError:
         return {}
+    except PermissionError as exc:
+        # As for services.d: a tree this uid may not read (or not even see) is one warning,
+        # not a boot error; a non-root container over a root-only tree still starts.
+        notes.append(f"cannot read {source}: {exc.strerror}; its definitions are ignored")
+        return {}
     except OSError as exc:
         raise RcSourceError(f"{source}: cannot read: {exc.strerror}") from None
     found = {}
