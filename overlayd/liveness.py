@@ -1,0 +1,188 @@
+"""Liveness checks (DESIGN §13): a service's `health/` directory, run while it is up.
+
+    health/check     executable (or run through its `#!`), cwd the service directory
+    health/interval  ms from the end of one check to the start of the next (default 10000);
+                     the first check runs one interval after the service is up
+    health/timeout   ms a check may run before SIGKILL to its process group (default 5000)
+    health/retries   consecutive failures that trigger the action (default 3)
+    health/action    restart (default) | mark | shutdown
+
+Checks never overlap: the next one is scheduled only when the previous one has ended. Health is
+null until a check has a verdict, "healthy" after a pass, "unhealthy" after `retries`
+consecutive failures (fewer leave it as it was, as Docker does). The `Liveness` object is the
+only per-service cost while idle: one timer, no process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+from collections.abc import Callable
+
+from . import log, spawn
+from .check_process import CheckHost, CheckResult, CheckRun
+
+TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
+if TYPE_CHECKING:
+    from .loop import Timer
+
+DEFAULT_INTERVAL_MS = 10000
+DEFAULT_TIMEOUT_MS = 5000
+DEFAULT_RETRIES = 3
+MIN_INTERVAL_MS = 10  # a 0 interval would fork checks back to back forever
+ACTIONS = ("restart", "mark", "shutdown")
+HEALTHY = "healthy"
+UNHEALTHY = "unhealthy"
+
+HealthSpec = namedtuple("HealthSpec", ("check", "interval_ms", "timeout_ms", "retries", "action"))
+HealthSpec.__doc__ = "What a service's health/ directory says (times in ms)."
+
+
+def read_number(path: str, default: int, minimum: int = 0) -> int:
+    """A whole number from a one-line file; `default` when absent or empty; ValueError if bad."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(4096).strip()
+    except FileNotFoundError:
+        return default
+    if text == "":
+        return default
+    if not (text.isascii() and text.isdigit()) or int(text) < minimum:
+        name = os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+        raise ValueError(f"{name} holds {text!r}, not a whole number ≥ {minimum}")
+    return int(text)
+
+
+def read_health(directory: str) -> HealthSpec | None:
+    """The service's health/ directory, or None without one. Raises ValueError naming the file."""
+    health = os.path.join(directory, "health")
+    if not os.path.isdir(health):
+        return None
+    check = os.path.join(health, "check")
+    if not os.path.isfile(check):
+        raise ValueError("health/check is missing")
+    action = "restart"
+    try:
+        with open(os.path.join(health, "action"), encoding="utf-8", errors="replace") as handle:
+            action = handle.read(4096).strip() or "restart"
+    except FileNotFoundError:
+        pass
+    if action not in ACTIONS:
+        raise ValueError(f"health/action holds {action!r}, not one of {', '.join(ACTIONS)}")
+    return HealthSpec(
+        check=check,
+        interval_ms=read_number(
+            os.path.join(health, "interval"), DEFAULT_INTERVAL_MS, MIN_INTERVAL_MS
+        ),
+        timeout_ms=read_number(os.path.join(health, "timeout"), DEFAULT_TIMEOUT_MS, 1),
+        retries=read_number(os.path.join(health, "retries"), DEFAULT_RETRIES, 1),
+        action=action,
+    )
+
+
+class Liveness:
+    """The liveness checks of one service.
+
+    `on_change()` is called whenever `health` changes; `on_action(action, why)` once `retries`
+    consecutive checks have failed (for restart and shutdown: the owner acts on it).
+    """
+
+    __slots__ = (
+        "_host", "_on_action", "_on_change", "_run", "_timer", "checked_at", "cwd", "failures",
+        "health", "last_output", "last_what", "name", "spec",
+    )
+
+    def __init__(
+        self,
+        host: CheckHost,
+        spec: HealthSpec,
+        name: str,
+        cwd: str,
+        on_change: Callable[[], None],
+        on_action: Callable[[str, str], None],
+    ) -> None:
+        self._host = host
+        self.spec = spec
+        self.name = name
+        self.cwd = cwd
+        self._on_change = on_change
+        self._on_action = on_action
+        self._timer: Timer | None = None
+        self._run: CheckRun | None = None
+        self.health: str | None = None
+        self.failures = 0
+        self.checked_at: float | None = None  # epoch seconds the last check ended
+        self.last_output = ""
+        self.last_what = ""
+
+    @property
+    def active(self) -> bool:
+        return self._timer is not None or self._run is not None
+
+    def service_up(self) -> None:
+        """The service is up (or ready): the first check runs one interval from now."""
+        if not self.active:
+            self.failures = 0
+            self._schedule()
+
+    def service_down(self) -> None:
+        """The service is no longer up: no timer, no check process, no verdict."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._run is not None:
+            self._run.cancel()
+            self._run = None
+        self.failures = 0
+        self._set_health(None)
+
+    def _schedule(self) -> None:
+        self._timer = self._host.call_later(self.spec.interval_ms / 1000, self._start_check)
+
+    def _start_check(self) -> None:
+        self._timer = None
+        argv, warning = spawn.script_argv(self.spec.check)
+        if warning:
+            log.debug(warning)  # said once per check otherwise: every interval
+        self._run = CheckRun(
+            self._host, argv, self.cwd, self.spec.timeout_ms / 1000, self._check_ended
+        )
+
+    def _check_ended(self, result: CheckResult) -> None:
+        self._run = None
+        self.checked_at = self._host.wall_time()
+        self.last_output = result.output
+        self.last_what = result.what
+        if result.passed:
+            self.failures = 0
+            if self.health == UNHEALTHY:
+                log.info(f"service {self.name}: health check passes again: healthy")
+            self._set_health(HEALTHY)
+            self._schedule()
+            return
+        self.failures += 1
+        log.debug(f"service {self.name}: health check failed ({self.describe_failure()})")
+        if self.failures < self.spec.retries:
+            self._schedule()
+            return
+        why = (
+            f"health check failed {self.failures} time(s) in a row: {self.describe_failure()}"
+        )
+        if self.health != UNHEALTHY:
+            log.warn(f"service {self.name}: {why}; action {self.spec.action}")
+        self._set_health(UNHEALTHY)
+        if self.spec.action == "mark":
+            self._schedule()  # keep checking: a pass makes it healthy again
+            return
+        self._on_action(self.spec.action, why)
+
+    def describe_failure(self) -> str:
+        """What the last check did: its exit and its last output line."""
+        if self.last_output:
+            return f"{self.last_what}: {self.last_output}"
+        return self.last_what
+
+    def _set_health(self, health: str | None) -> None:
+        if health != self.health:
+            self.health = health
+            self._on_change()
