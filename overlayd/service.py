@@ -24,9 +24,11 @@ import time
 from collections.abc import Callable
 
 from . import log, spawn
+from .check_process import CheckHost
 from .loop import Loop, Timer
 from .reaper import ExitStatus, Reaper
 from .scan import ServiceDef
+from .service_checks import ServiceChecks
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ RUNNING = frozenset((STARTING, UP, READY, STOPPING))
 SETTLED = frozenset((DOWN, FAILED))
 
 THROTTLE_SECONDS = 1.0
+NO_HEALTH = {"health": None, "health_checked": None, "health_output": None}
 PERMANENT_FAILURE = 125
 
 
@@ -63,6 +66,14 @@ class Runtime:
         self.child_env = child_env
         self.on_change = on_change
         self.shutting_down = False
+        self.on_health_shutdown: Callable[[Service, str], None] | None = None
+        self._check_host: CheckHost | None = None
+
+    @property
+    def check_host(self) -> CheckHost:
+        if self._check_host is None:
+            self._check_host = CheckHost(self.loop, self.reaper, self.child_env)
+        return self._check_host
 
 
 def _killpg(pgid: int | None, signum: int) -> None:
@@ -106,6 +117,13 @@ class Service:
         self._timer: Timer | None = None
         self._notify_fd: int | None = None
         self._finish_pid: int | None = None
+        self._give_up: str | None = None
+        self.checks: ServiceChecks | None = None
+        if definition.checks is not None:
+            self.checks = ServiceChecks(
+                runtime.check_host, definition.checks, self.name, definition.directory,
+                self._on_check_event, lambda: runtime.on_change(self),
+            )
 
     # --- requests --------------------------------------------------------------------------
     @property
@@ -121,6 +139,8 @@ class Service:
         if self.broken:
             return
         self.want = "up"
+        if self.checks is not None:
+            self.checks.started_by_hand()
         if self.state in SETTLED:
             self._launch()
 
@@ -152,6 +172,8 @@ class Service:
         if self.state in (STARTING, UP, READY):
             self._send_down()
         elif self.state in SETTLED:
+            if self.checks is not None:
+                self.checks.started_by_hand()
             self._launch()
 
     def send_signal(self, signum: int) -> bool:
@@ -190,6 +212,7 @@ class Service:
             "normally_up": self.definition.normally_up,
             "notification_fd": self.definition.notification_fd,
             "reason": self.reason,
+            **(self.checks.record() if self.checks is not None else NO_HEALTH),
         }
 
     # --- internals -------------------------------------------------------------------------
@@ -198,6 +221,8 @@ class Service:
             return
         self.state = state
         self.since = time.time()
+        if self.checks is not None:
+            self.checks.state_changed(state)
         log.debug(f"service {self.name}: {state}")
         self.rt.on_change(self)
 
@@ -237,6 +262,9 @@ class Service:
         self.reason = None
         self._started_at = self.rt.loop.time()
         self.started = time.time()
+        self._give_up = None
+        if self.checks is not None:
+            self.checks.spawned(read_end is not None)
         if read_end is not None:
             self._notify_fd = read_end
             self.ready = False
@@ -268,12 +296,34 @@ class Service:
         except BlockingIOError:
             return
         if b"\n" in data:
-            self._close_notification()
-            self.ready = True
-            if self.state == STARTING:
-                self._set_state(READY)
+            self._became_ready()
         elif not data:
             self._close_notification()  # closed without a newline: up, never ready
+
+    def _became_ready(self) -> None:
+        self._close_notification()
+        self.ready = True
+        if self.state == STARTING:
+            self._set_state(READY)
+
+    def _on_check_event(self, event: str, why: str) -> None:
+        """What the service's checks found (service_checks.ServiceChecks.emit)."""
+        if event == "ready":
+            if self.state == STARTING:
+                self._became_ready()
+        elif event == "timeout_up":
+            if self.state == STARTING:
+                log.warn(f"service {self.name}: {why}; stopping it")
+                self._give_up = why
+                self.want = "down"
+                self._send_down()
+        elif event == "unhealthy" and self.state in (UP, READY):
+            action = self.checks.action if self.checks is not None else "restart"
+            if action == "shutdown" and self.rt.on_health_shutdown is not None:
+                self.rt.on_health_shutdown(self, why)
+            elif action == "restart":
+                log.warn(f"service {self.name}: restarting it: {why}")
+                self.restart()
 
     def _close_notification(self) -> None:
         if self._notify_fd is not None:
@@ -304,6 +354,12 @@ class Service:
         self.pid = None
         self.ready = False
         self.last_exit = (status.code, status.signal, time.time())
+        if self.checks is not None:
+            lived = self.rt.loop.time() - self._started_at
+            counts = self.want == "up" and not self.rt.shutting_down
+            self._give_up = self._give_up or self.checks.died(
+                status.code, status.signal, lived, counts
+            )
         log.debug(f"service {self.name}: run ended, {status.describe()}")
         finish = self.definition.finish
         if finish is None:
@@ -348,6 +404,12 @@ class Service:
         if finish_code == PERMANENT_FAILURE:
             self.want = "down"
             self.reason = "finish exited 125 (permanent failure): not restarted"
+            log.warn(f"service {self.name}: {self.reason}")
+            self._set_state(FAILED)
+            return
+        if self._give_up is not None:
+            self.want = "down"
+            self.reason = self._give_up
             log.warn(f"service {self.name}: {self.reason}")
             self._set_state(FAILED)
             return

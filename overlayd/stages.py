@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 TERMINATING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 FORWARDED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 FINAL_KILL_WAIT = 5.0  # after SIGKILL to everything: only D-state processes can hold us here
+HEALTH_FAILURE_CODE = 1  # exit code when health/action `shutdown` stops the container
 
 
 class Container:
@@ -46,6 +47,8 @@ class Container:
         self.skip_to_kill = Future()
         self.requested_exit_code: int | None = None
         self.stage2_failure_code: int | None = None
+        self.health_failure_code: int | None = None
+        self.runtime.on_health_shutdown = self._health_shutdown
         self.exit_code = 0
         self.started_at = self.loop.time()
         self.server: ControlServer | None = None
@@ -249,6 +252,14 @@ class Container:
         except ProcessLookupError:
             pass
 
+    def _health_shutdown(self, service: Service, why: str) -> None:
+        """health/action `shutdown`: the service failed its checks, so the container fails."""
+        if self.stopping:
+            return
+        log.error(f"service {service.name}: {why}; stopping the container (health/action)")
+        self.health_failure_code = HEALTH_FAILURE_CODE
+        self.request_shutdown(reason=f"service {service.name} is unhealthy")
+
     # --- stage 3 ---------------------------------------------------------------------------
     def request_shutdown(self, exit_code: int | None = None, reason: str = "requested") -> bool:
         """Start stage 3 (once). An explicit exit code overrides every other source."""
@@ -335,7 +346,8 @@ class Container:
                 pass
 
     def decide_exit_code(self) -> int:
-        """shutdown --exit-code N, else the exitcode file, else stage-2 failure, else the CMD."""
+        """shutdown --exit-code N, else the exitcode file, else stage-2 failure, else a failed
+        health check's shutdown (1), else the CMD."""
         if self.requested_exit_code is not None:
             return self.requested_exit_code
         from_file = _read_exitcode(self.cfg.exitcode_path)
@@ -343,6 +355,8 @@ class Container:
             return from_file
         if self.stage2_failure_code is not None:
             return self.stage2_failure_code % 256
+        if self.health_failure_code is not None:
+            return self.health_failure_code
         if self.cmd_status is not None:
             return self.cmd_status.shell_code() % 256
         return 0

@@ -44,6 +44,7 @@ RECORD_KEYS: tuple[str, ...] = (
     "last_exit",
     "ready",
     "normally_up",
+    "health",
 )
 #: Values of ``wait``'s ``condition`` param.
 WAIT_CONDITIONS: tuple[str, ...] = ("up", "ready", "down")
