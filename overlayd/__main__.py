@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import sys
 
-from . import spawn
+from . import origenv, spawn
 
 # Before anything installs a handler: the mask and ignored signals children must get back.
 spawn.capture_original_signals()
+# Before anything reads the environment: take back the LC_CTYPE Python's locale coercion added.
+origenv.undo_locale_coercion()
 
 
 def main() -> None:

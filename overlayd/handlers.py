@@ -1,4 +1,4 @@
-"""One function per RPC method, over the container's state (DESIGN §5).
+"""One function per RPC method, over the narrow core (core.py; DESIGN §5).
 
 rpc.py does transport, auth and validation; by the time a handler runs its params are bound and
 type-checked by ``protocol.validate_request``. A handler returns the result, raises
@@ -23,17 +23,18 @@ from protocol import (
     ProtocolError,
 )
 from protocol.signals import signal_number as parse_signal
+from protocol.states import ALIVE, BACKOFF, FAILED, SETTLED, STARTING, UP, WANT_UP
 
 from . import __version__
 from .loop import TIMED_OUT, Future
 from .reaper import ExitStatus
-from .service import BACKOFF, FAILED, READY, STARTING, UP, Service
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
     from typing import Any, Protocol
 
-    from .stages import Container
+    from .core import Core as Container
+    from .service import Service
 
     class Session(Protocol):
         """What a handler sees of its caller: rpc.Connection implements it."""
@@ -60,19 +61,17 @@ if TYPE_CHECKING:
 
 def is_up(service: Service) -> bool:
     """A process is running and not being stopped."""
-    return service.state in (STARTING, UP, READY)
+    return service.state in ALIVE
 
 
 def is_ready(service: Service) -> bool:
     """Ready: signalled on its notification-fd, or simply up when it has none (as in s6)."""
-    if service.state == READY:
-        return True
-    return service.state == UP and service.definition.notification_fd is None
+    return service.ready
 
 
 def is_down(service: Service) -> bool:
     """Not running and not about to run again by itself."""
-    return service.state in ("down", FAILED)
+    return service.state in SETTLED
 
 
 CONDITIONS: dict[str, Callable[[Service], bool]] = {
@@ -192,14 +191,15 @@ def _cpu_percent(proc: Any, seen: set[tuple[int, float]]) -> float:
 
 def hello(session: Session) -> dict[str, object]:
     """Who we are, what we speak, what this caller may do."""
+    info = session.container.info()
     return {
         "server": "overlayd",
         "version": __version__,
         "protocol": PROTOCOL_VERSION,
         "methods": list(METHODS),
-        "pid1": bool(session.container.is_pid1),
+        "pid1": bool(info["pid1"]),
         "read_only": session.read_only,
-        "orphans_reaped": session.container.reaper.unknown_reaped,
+        "orphans_reaped": info["orphans_reaped"],
     }
 
 
@@ -277,20 +277,15 @@ def wait(session: Session, condition: str, names: list[str], timeout: float | No
         return True
     if container.stopping and condition != "down":
         raise ProtocolError(SHUTTING_DOWN, f"wait {condition}: the container is shutting down")
-    supervisor = container.supervisor
-    finished = False
-
-    def predicate() -> bool:
-        return finished or session.closed or all(met(s) for s in services)
-
+    # Evaluated only when one of `services` changes, or at a recheck (the caller gone).
+    handle = container.supervisor.wait_for(
+        services, lambda: session.closed or all(met(s) for s in services)
+    )
     reply = Future()
 
     def done(future: Future) -> None:
-        nonlocal finished
-        finished = True
+        handle.cancel()
         if future.result is TIMED_OUT:
-            # Our `when` waiter is still registered: let the next recheck drop it.
-            container.loop.call_soon(supervisor.recheck)
             late = ", ".join(s.name for s in services if not met(s))
             reply.set_result(
                 ProtocolError(TIMEOUT, f"wait {condition}: timed out after {timeout} s: {late}")
@@ -298,7 +293,7 @@ def wait(session: Session, condition: str, names: list[str], timeout: float | No
         else:
             reply.set_result(True)
 
-    container.loop.with_timeout(supervisor.when(predicate), timeout).add_done_callback(done)
+    container.loop.with_timeout(handle.future, timeout).add_done_callback(done)
     return reply
 
 
@@ -311,13 +306,11 @@ def _last_exit_text(service: Service) -> str:
 
 def _problem(service: Service) -> str | None:
     """Why this service makes the container unhealthy, or None (DESIGN §6)."""
-    if service.broken:
-        return service.reason or "broken service directory"
-    if service.state == FAILED:
+    if service.state == FAILED:  # a broken directory, or finish exited 125
         return service.reason or "failed"
     if service.state == BACKOFF:
         return f"{_last_exit_text(service)} within 1 s of starting; restarting after a pause"
-    if service.want != "up":
+    if service.want != WANT_UP:
         return None  # stopped on request, or normally down and never started
     checks = service.checks.problem() if service.checks is not None else None
     if checks is not None:

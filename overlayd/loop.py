@@ -83,28 +83,71 @@ class Future:
         return self.result
 
 
-class Task:
-    """Drives a coroutine that awaits Futures. Exceptions are logged, never raised into the loop."""
+class Cancelled(Exception):
+    """Thrown into a Task's coroutine at its current `await` by Task.cancel()."""
 
-    __slots__ = ("_coro", "finished", "name")
+
+#: A cancelled Task's `finished` result.
+CANCELLED = object()
+
+
+class Task:
+    """Drives a coroutine that awaits Futures. Exceptions are logged, never raised into the loop.
+
+    `cancel()` throws Cancelled into the coroutine where it waits (its `finally` blocks run);
+    called from inside the coroutine itself, it takes effect at its next `await`. The Future
+    it was waiting on is abandoned: a later result is ignored.
+    """
+
+    __slots__ = ("_cancel", "_coro", "_running", "_turn", "finished", "name")
 
     def __init__(self, coro: Coroutine[Future, None, Any], name: str) -> None:
         self._coro = coro
         self.name = name
         self.finished = Future()
+        self._turn = 0
+        self._running = False
+        self._cancel = False
         self._step(None)
 
+    def cancel(self) -> None:
+        if self.finished.done:
+            return
+        self._cancel = True
+        if not self._running:
+            self._step(None)
+
     def _step(self, value: Any) -> None:
+        self._turn += 1
+        turn = self._turn
+        self._running = True
         try:
-            awaited = self._coro.send(value)
-        except StopIteration as stop:
-            self.finished.set_result(stop.value)
-            return
-        except Exception:
-            log.exception(f"task {self.name} failed")
-            self.finished.set_result(None)
-            return
-        awaited.add_done_callback(lambda fut: self._step(fut.result))
+            while True:
+                try:
+                    if self._cancel:
+                        self._cancel = False
+                        awaited = self._coro.throw(Cancelled())
+                    else:
+                        awaited = self._coro.send(value)
+                except StopIteration as stop:
+                    self.finished.set_result(stop.value)
+                    return
+                except Cancelled:
+                    self.finished.set_result(CANCELLED)
+                    return
+                except Exception:
+                    log.exception(f"task {self.name} failed")
+                    self.finished.set_result(None)
+                    return
+                if not self._cancel:
+                    break
+        finally:
+            self._running = False
+        awaited.add_done_callback(lambda fut: self._resume(turn, fut))
+
+    def _resume(self, turn: int, future: Future) -> None:
+        if turn == self._turn and not self.finished.done:
+            self._step(future.result)
 
 
 TIMED_OUT = object()

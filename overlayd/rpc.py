@@ -48,8 +48,8 @@ from .loop import Future, Timer
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from .core import Core as Container
     from .service import Service
-    from .stages import Container
 
 MAX_CLIENTS = 128
 RECV_SIZE = 1 << 16
@@ -146,7 +146,7 @@ class ControlServer:
         """Serve on `sock` (from listener.open_listener), or open the configured path."""
         self.container = container
         self.loop = container.loop
-        self.path = container.cfg.socket_path
+        self.path = container.socket_path
         self.idle_timeout = env_number(IDLE_TIMEOUT_ENV, DEFAULT_IDLE_TIMEOUT)
         self.max_buffer = int(env_number(MAX_BUFFER_ENV, DEFAULT_MAX_BUFFER))
         self.clients: dict[int, Connection] = {}
@@ -154,7 +154,7 @@ class ControlServer:
         self._uid = os.geteuid()
         self._listener = self._on_state  # one bound method, so remove_listener finds it
         if sock is None:
-            sock = open_listener(self.path, container.cfg.socket_gid)
+            sock = open_listener(self.path, container.socket_gid)
         self._sock = sock
         self._fd = self._sock.fileno()
         self._inode = os.stat(self.path).st_ino

@@ -1,19 +1,19 @@
-"""One supervised service: its state machine.
+"""One supervised service: its state machine, as one table.
 
-States (the same words in the table, the JSON and the RPC):
+``TABLE[state][event]`` is ``(actions, next state)``, in the spirit of s6-supervise's
+``actions[state][event]``: a reader can enumerate every transition, and the unit tests walk
+every cell with a fake runtime (no processes, no clock). The words live in protocol/states.py.
 
-    down       not running, and not wanted up (or not yet started)
-    starting   `run` is running and has a notification-fd, readiness not yet signalled
-    up         `run` is running (no notification-fd: it counts as ready at once, as in s6)
-    ready      `run` is running and wrote a newline on its notification-fd
-    stopping   the down signal was sent; waiting for `run` to exit
-    finishing  `run` exited; `finish` is running
-    backoff    `run` died less than 1 s after it started; waiting out the rest of that second
-    failed     the directory is broken, or `finish` exited 125 (permanent failure)
+Events come from three places: a request (start, once, stop, restart, release, kill), the
+world (the reaper routes `run`'s and `finish`'s exits here, a newline or EOF arrives on the
+notification pipe, the service's one timer fires), and follow-ups an action returns (the
+decision to relaunch, or to wait out the throttle, after `run` went down). The timer means what
+the state says: the throttle in ``backoff``, timeout-kill in ``stopping``, timeout-finish in
+``finishing``.
 
-Transitions happen in response to exactly three kinds of event: a request (start, stop, restart,
-once, signal), a process exit routed here by the reaper, and a timer (throttle, timeout-kill,
-timeout-finish). Readiness arrives on the notification pipe.
+Two targets are decided after the actions ran, so that the table needs no guards:
+``LAUNCHED`` is ``starting`` with a notification-fd, ``up`` without one, ``backoff`` when the
+fork failed; ``SAME`` keeps the state.
 """
 
 from __future__ import annotations
@@ -21,38 +21,193 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+
+from protocol.states import (
+    BACKOFF,
+    DOWN,
+    FAILED,
+    FINISHING,
+    K_AT,
+    K_CODE,
+    K_HEALTH,
+    K_HEALTH_CHECKED,
+    K_HEALTH_OUTPUT,
+    K_LAST_EXIT,
+    K_NAME,
+    K_NORMALLY_UP,
+    K_NOTIFICATION_FD,
+    K_PGID,
+    K_PID,
+    K_READY,
+    K_REASON,
+    K_RESTARTS,
+    K_SIGNAL,
+    K_SINCE,
+    K_STARTED,
+    K_STATE,
+    K_WANT,
+    READY,
+    RUNNING,
+    SETTLED,
+    STARTING,
+    STATES,
+    STOPPING,
+    UP,
+    WANT_DOWN,
+    WANT_UP,
+    is_ready,
+)
 
 from . import log, spawn
 from .check_process import CheckHost
-from .loop import Loop, Timer
-from .reaper import ExitStatus, Reaper
-from .scan import ServiceDef
+from .reaper import ExitStatus
 from .service_checks import ServiceChecks
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-DOWN = "down"
-STARTING = "starting"
-UP = "up"
-READY = "ready"
-STOPPING = "stopping"
-FINISHING = "finishing"
-BACKOFF = "backoff"
-FAILED = "failed"
-STATES = (DOWN, STARTING, UP, READY, STOPPING, FINISHING, BACKOFF, FAILED)
-RUNNING = frozenset((STARTING, UP, READY, STOPPING))
-SETTLED = frozenset((DOWN, FAILED))
+    from .loop import Loop, Timer
+    from .reaper import Reaper
+    from .scan import ServiceDef
+
+__all__ = [
+    "BACKOFF", "DOWN", "FAILED", "FINISHING", "READY", "RUNNING", "SETTLED", "STARTING",
+    "STATES", "STOPPING", "UP", "Runtime", "Service",
+]
 
 THROTTLE_SECONDS = 1.0
-NO_HEALTH = {"health": None, "health_checked": None, "health_output": None}
 PERMANENT_FAILURE = 125
+#: At most one "exited unexpectedly" line per service per this many seconds (crash loops).
+CRASH_LOG_INTERVAL = 10.0
+NO_HEALTH = {K_HEALTH: None, K_HEALTH_CHECKED: None, K_HEALTH_OUTPUT: None}
+
+# --- events ----------------------------------------------------------------------------------
+START = "start"  # request: want it up, start it when settled
+ONCE = "once"  # request: run it, do not restart it
+STOP = "stop"  # request: want it down; (re)send the down signal to a running one
+RESTART = "restart"  # request: want it up; down signal now, the exit path starts it again
+RELEASE = "release"  # request: want it down, let it end by itself (a logger after its EOF)
+KILL = "kill"  # request: SIGKILL what runs (shutdown, after the grace time)
+NOTIFIED = "notified"  # a newline on the notification-fd
+NOTIFY_EOF = "notify-eof"  # the notification-fd closed without a newline: up, never ready
+EXIT = "exit"  # `run` exited; there is no finish script
+EXIT_FINISH = "exit-finish"  # `run` exited; there is a finish script
+FINISHED = "finished"  # `finish` exited (any code but 125), or could not be forked
+PERMANENT = "permanent"  # `finish` exited 125
+TIMER = "timer"  # the service's one timer fired
+RELAUNCH = "relaunch"  # follow-up: down and wanted up, the throttle has elapsed
+THROTTLE = "throttle"  # follow-up: down and wanted up, `run` lived less than 1 s
+# Checks and the give-up policy (DESIGN §13, service_checks.py):
+CHECKED = "checked"  # the polled `data/check` passed: ready, as a newline would make it
+UNHEALTHY = "unhealthy"  # health/check failed `retries` times in a row; action restart
+UNHEALTHY_FATAL = "unhealthy-fatal"  # the same with action shutdown: the container goes down
+TIMEOUT_UP = "timeout-up"  # not ready within `timeout-up`: the start failed
+GIVE_UP = "give-up"  # follow-up: down, and the give-up policy says no more starts
+EVENTS = (
+    START, ONCE, STOP, RESTART, RELEASE, KILL, NOTIFIED, NOTIFY_EOF, EXIT, EXIT_FINISH,
+    FINISHED, PERMANENT, TIMER, RELAUNCH, THROTTLE, CHECKED, UNHEALTHY, UNHEALTHY_FATAL,
+    TIMEOUT_UP, GIVE_UP,
+)
+
+# --- targets decided after the actions -------------------------------------------------------
+LAUNCHED = "(launched)"
+SAME = "(same)"
+
+_ = ((), SAME)  # an event with no meaning in this state: ignored
+
+
+def _row(**cells: tuple[tuple[str, ...], str]) -> dict[str, tuple[tuple[str, ...], str]]:
+    """One state's row: every event, ignored unless named."""
+    named = {event.replace("_", "-"): cell for event, cell in cells.items()}
+    return {event: named.get(event, _) for event in EVENTS}
+
+
+_ALIVE = _row(
+    start=(("want_up",), SAME),
+    once=(("want_down",), SAME),
+    stop=(("want_down", "send_down"), STOPPING),
+    restart=(("want_up", "send_down"), STOPPING),
+    release=(("want_down",), SAME),
+    kill=(("kill_group",), SAME),
+    exit=(("note_exit", "after_down"), DOWN),
+    exit_finish=(("note_exit", "spawn_finish"), FINISHING),
+)
+_SETTLED = _row(
+    start=(("want_up", "reset_give_up", "spawn_run"), LAUNCHED),
+    once=(("want_down", "spawn_run"), LAUNCHED),
+    stop=(("want_down",), SAME),
+    restart=(("want_up", "reset_give_up", "spawn_run"), LAUNCHED),
+    release=(("want_down",), SAME),
+)
+# Up or ready: liveness verdicts. A restart keeps want up, so the exit path starts it again.
+_CHECKED_ALIVE = {
+    **_ALIVE,
+    UNHEALTHY: (("send_down",), STOPPING),
+    UNHEALTHY_FATAL: (("shut_container_down",), SAME),
+}
+
+TABLE: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    DOWN: {
+        **_SETTLED,
+        RELAUNCH: (("spawn_run",), LAUNCHED),
+        THROTTLE: (("arm_throttle",), BACKOFF),
+        GIVE_UP: (("mark_given_up",), FAILED),
+    },
+    STARTING: {
+        **_ALIVE,
+        NOTIFIED: (("close_notification",), READY),
+        NOTIFY_EOF: (("close_notification",), SAME),
+        CHECKED: (("close_notification",), READY),
+        TIMEOUT_UP: (("want_down", "fail_start", "send_down"), STOPPING),
+    },
+    UP: _CHECKED_ALIVE,
+    READY: _CHECKED_ALIVE,
+    STOPPING: _row(
+        start=(("want_up",), SAME),
+        once=(("want_down",), SAME),
+        # A second stop re-sends: the first may have reached nothing, or been ignored.
+        stop=(("want_down", "send_down"), SAME),
+        restart=(("want_up", "send_down"), SAME),
+        release=(("want_down",), SAME),
+        kill=(("kill_group",), SAME),
+        notified=(("close_notification",), SAME),
+        notify_eof=(("close_notification",), SAME),
+        checked=(("close_notification",), SAME),
+        exit=(("record_exit", "after_down"), DOWN),
+        exit_finish=(("record_exit", "spawn_finish"), FINISHING),
+        timer=(("timeout_kill",), SAME),
+    ),
+    FINISHING: _row(
+        start=(("want_up",), SAME),
+        once=(("want_down",), SAME),
+        stop=(("want_down",), SAME),
+        restart=(("want_up",), SAME),
+        release=(("want_down",), SAME),
+        kill=(("kill_finish",), SAME),
+        finished=(("end_finish", "after_down"), DOWN),
+        permanent=(("end_finish", "mark_permanent"), FAILED),
+        timer=(("timeout_finish",), SAME),
+    ),
+    BACKOFF: _row(
+        start=(("want_up",), SAME),
+        once=(("want_down", "cancel_timer"), DOWN),
+        stop=(("want_down", "cancel_timer"), DOWN),
+        restart=(("want_up",), SAME),
+        release=(("want_down", "cancel_timer"), DOWN),
+        timer=(("spawn_run",), LAUNCHED),  # the throttle is over
+    ),
+    FAILED: _SETTLED,
+}
 
 
 class Runtime:
-    """What a service needs from the rest of overlayd."""
+    """What a service needs from the rest of overlayd: spawn, signals, the clock, the loop.
+
+    Everything a transition touches outside the Service goes through here, so the unit tests
+    replace it with a fake and walk the table without processes or time.
+    """
 
     def __init__(
         self,
@@ -65,28 +220,66 @@ class Runtime:
         self.reaper = reaper
         self.child_env = child_env
         self.on_change = on_change
-        self.shutting_down = False
+        self.shutting_down = False  # requests to run are refused from now on
+        #: health/action `shutdown`: called with the service and why (set by stages.py)
         self.on_health_shutdown: Callable[[Service, str], None] | None = None
         self._check_host: CheckHost | None = None
 
     @property
     def check_host(self) -> CheckHost:
+        """What readiness and health checks run on (made on first use)."""
         if self._check_host is None:
             self._check_host = CheckHost(self.loop, self.reaper, self.child_env)
         return self._check_host
 
+    def spawn(
+        self, argv: list[str], cwd: str, stdin: int | None, stdout: int | None,
+        extra_fds: dict[int, int] | None,
+    ) -> int:
+        """`run` or `finish`: own session, cwd the service directory, stdin /dev/null unless
+        given (a logger's pipe), stdout the log pipe when there is one. Raises OSError."""
+        return spawn.spawn(
+            argv, self.child_env(), cwd=cwd, new_session=True,
+            stdin=spawn.devnull() if stdin is None else stdin, stdout=stdout, extra_fds=extra_fds,
+        )
 
-def _killpg(pgid: int | None, signum: int) -> None:
-    if pgid is None:
-        return
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already gone
+    def watch(self, pid: int, on_exit: Callable[[ExitStatus], None]) -> None:
+        self.reaper.watch(pid, on_exit)
+
+    def signal_group(self, pgid: int, signum: int) -> None:
+        """Signal the group led by `pgid`; before the child's setsid() ran (the group does not
+        exist yet: ESRCH) signal the child itself, so a stop sent at once is never lost. All
+        signals are blocked in the child until its exec, so it dies then, by this signal."""
+        try:
+            os.killpg(pgid, signum)
+            return
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return
+        try:
+            os.kill(pgid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass  # gone already: its exit is on its way to the reaper
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def wall(self) -> float:
+        return time.time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self.loop.call_later(delay, callback)
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self.loop.add_reader(fd, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        self.loop.remove_reader(fd)
 
 
 class Service:
-    """The supervisor of one service directory."""
+    """The supervisor of one service directory: the table's interpreter and its facts."""
 
     def __init__(
         self,
@@ -96,85 +289,81 @@ class Service:
         stdout_fd: int | None = None,
     ) -> None:
         self.definition = definition
-        self.name = definition.name
+        self.name: str = definition.name
         self.rt = runtime
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.state = FAILED if definition.problem else DOWN
         self.reason: str | None = definition.problem
-        self.want = "down"
+        self.want = WANT_DOWN
         self.pid: int | None = None
         self.pgid: int | None = None
-        self.since = time.time()
+        self.since = runtime.wall()
         self.restarts = 0
         self.last_exit: tuple[int | None, int | None, float] | None = None
-        self.ready = False
         self.logger: Service | None = None
         self.is_logger = False
+        self.started: float | None = None  # epoch seconds the running `run` was started
+        self._next_definition: ServiceDef | None = None  # read by rescan, used at next start
         self._launches = 0
         self._started_at = 0.0
-        self.started: float | None = None  # epoch seconds the running `run` was started
         self._timer: Timer | None = None
         self._notify_fd: int | None = None
         self._finish_pid: int | None = None
-        self._give_up: str | None = None
+        self._status: ExitStatus | None = None  # the exit being handled
+        self._queue: list[str] = []
+        self._busy = False
+        self._crash_logged_at: float | None = None
+        self._crashes_unlogged = 0
+        self._give_up: str | None = None  # why the next `down` becomes `failed`
+        self._check_news = ""  # what the checks said with their last event
         self.checks: ServiceChecks | None = None
-        if definition.checks is not None:
-            self.checks = ServiceChecks(
-                runtime.check_host, definition.checks, self.name, definition.directory,
-                self._on_check_event, lambda: runtime.on_change(self),
-            )
+        self._make_checks()
 
-    # --- requests --------------------------------------------------------------------------
+    # --- requests (the stable interface) ---------------------------------------------------
     @property
     def broken(self) -> bool:
+        """Its definition cannot run (state `failed`, `reason` says why)."""
         return self.definition.problem is not None
 
     @property
     def running(self) -> bool:
         return self.state in RUNNING
 
+    @property
+    def ready(self) -> bool:
+        """Derived from the state: `ready`, or `up` without a notification-fd."""
+        return is_ready(self.state, self.definition.notification_fd is not None)
+
+    def _may_run(self) -> bool:
+        return not self.broken and not self.rt.shutting_down
+
     def start(self) -> None:
         """Want it up; start it now unless it is already on its way."""
-        if self.broken:
-            return
-        self.want = "up"
-        if self.checks is not None:
-            self.checks.started_by_hand()
-        if self.state in SETTLED:
-            self._launch()
+        if self._may_run():
+            self.fire(START)
 
     def once(self) -> None:
         """Run it, but do not restart it after it exits."""
-        if self.broken:
-            return
-        self.want = "down"
-        if self.state in SETTLED:
-            self._launch()
-        elif self.state == BACKOFF:
-            self._cancel_timer()
-            self._set_state(DOWN)
+        if self._may_run():
+            self.fire(ONCE)
 
     def stop(self) -> None:
-        """Want it down: down signal + SIGCONT to its process group, then wait for its exit."""
-        self.want = "down"
-        if self.state == BACKOFF:
-            self._cancel_timer()
-            self._set_state(DOWN)
-        elif self.state in (STARTING, UP, READY):
-            self._send_down()
+        """Want it down: down signal + SIGCONT to its process group (again, if stopping)."""
+        self.fire(STOP)
 
     def restart(self) -> None:
         """Down signal now; the normal exit path starts it again (throttle included)."""
-        if self.broken:
-            return
-        self.want = "up"
-        if self.state in (STARTING, UP, READY):
-            self._send_down()
-        elif self.state in SETTLED:
-            if self.checks is not None:
-                self.checks.started_by_hand()
-            self._launch()
+        if self._may_run():
+            self.fire(RESTART)
+
+    def release(self) -> None:
+        """Want it down without signalling it: it ends by itself (a logger at EOF)."""
+        self.fire(RELEASE)
+
+    def kill_group(self) -> None:
+        """SIGKILL what is left of `run`'s process group, or `finish` (after the grace time)."""
+        self.fire(KILL)
 
     def send_signal(self, signum: int) -> bool:
         """Signal the `run` process; False when it is not running."""
@@ -186,106 +375,275 @@ class Service:
             return False
         return True
 
-    def kill_group(self) -> None:
-        """SIGKILL whatever is left of `run`'s process group (shutdown, after the grace time)."""
-        if self.pid is not None:
-            _killpg(self.pgid, signal.SIGKILL)
+    def redefine(self, definition: ServiceDef) -> None:
+        """A rescan read the directory again: the new files take effect at the next start."""
+        if definition == self.definition:
+            self._next_definition = None
+        elif self.state in SETTLED:
+            self.definition = definition
+            self._next_definition = None
+        else:
+            self._next_definition = definition
 
-    # --- record ----------------------------------------------------------------------------
-    def record(self) -> dict[str, Any]:
-        """The status record: stable keys, see the README."""
-        last = None
-        if self.last_exit is not None:
-            code, signum, at = self.last_exit
-            last = {"code": code, "signal": signum, "at": at}
-        return {
-            "name": self.name,
-            "state": self.state,
-            "want": self.want,
-            "pid": self.pid,
-            "pgid": self.pgid if self.pid is not None else None,
-            "since": self.since,
-            "started": self.started if self.pid is not None else None,
-            "restarts": self.restarts,
-            "last_exit": last,
-            "ready": self.ready,
-            "normally_up": self.definition.normally_up,
-            "notification_fd": self.definition.notification_fd,
-            "reason": self.reason,
-            **(self.checks.record() if self.checks is not None else NO_HEALTH),
-        }
+    # --- the interpreter -------------------------------------------------------------------
+    def fire(self, event: str) -> None:
+        """Run TABLE[state][event]; follow-ups that actions return run after it, in order."""
+        self._queue.append(event)
+        if self._busy:
+            return  # an action fired it: it runs after the current transition
+        self._busy = True
+        try:
+            while self._queue:
+                self._step(self._queue.pop(0))
+        finally:
+            self._busy = False
 
-    # --- internals -------------------------------------------------------------------------
+    def _step(self, event: str) -> None:
+        actions, target = TABLE[self.state][event]
+        for action in actions:
+            follow_up = getattr(self, "_" + action)()
+            if follow_up is not None:
+                self._queue.append(follow_up)
+        if target == SAME:
+            return
+        if target == LAUNCHED:
+            target = self._launched()
+        self._set_state(target)
+
+    def _launched(self) -> str:
+        """Where LAUNCHED leads: backoff when the fork failed, starting with a notification-fd."""
+        if self.pid is None:
+            return BACKOFF
+        return STARTING if self._notify_fd is not None else UP
+
     def _set_state(self, state: str) -> None:
         if state == self.state:
             return
         self.state = state
-        self.since = time.time()
+        self.since = self.rt.wall()
         if self.checks is not None:
             self.checks.state_changed(state)
         log.debug(f"service {self.name}: {state}")
         self.rt.on_change(self)
+
+    # --- actions ---------------------------------------------------------------------------
+    def _want_up(self) -> None:
+        self.want = WANT_UP
+
+    def _want_down(self) -> None:
+        self.want = WANT_DOWN
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _launch(self) -> None:
+    def _arm(self, seconds: float) -> None:
         self._cancel_timer()
+        self._timer = self.rt.call_later(seconds, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.fire(TIMER)
+
+    def _spawn_run(self) -> None:
+        """Start `run` (a pending redefinition takes effect now); on a failed fork, arm the
+        throttle so that the target resolves to backoff."""
+        self._cancel_timer()
+        if self._next_definition is not None:
+            self.definition, self._next_definition = self._next_definition, None
+            self._make_checks()
         definition = self.definition
         argv, warning = spawn.script_argv(definition.run)
         if warning:
             log.warn(warning)
         read_end = write_end = None
-        extra: dict[int, int] = {}
+        extra: dict[int, int] | None = None
         if definition.notification_fd is not None:
             read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            extra[definition.notification_fd] = write_end
+            extra = {definition.notification_fd: write_end}
         try:
-            pid = self._spawn(argv, extra)
+            pid = self.rt.spawn(argv, definition.directory, self.stdin_fd, self.stdout_fd, extra)
         except OSError as exc:
             log.error(f"service {self.name}: cannot fork: {exc.strerror}; retrying in 1 s")
             if read_end is not None:
                 os.close(read_end)
-            self._set_state(BACKOFF)
-            self._timer = self.rt.loop.call_later(THROTTLE_SECONDS, self._backoff_over)
+            self._arm(THROTTLE_SECONDS)
             return
         finally:
             if write_end is not None:
                 os.close(write_end)
-        self.rt.reaper.watch(pid, self._on_exit)
+        self.rt.watch(pid, self._on_run_exit)
         if self._launches:
             self.restarts += 1
         self._launches += 1
         self.pid = self.pgid = pid
         self.reason = None
-        self._started_at = self.rt.loop.time()
-        self.started = time.time()
-        self._give_up = None
-        if self.checks is not None:
-            self.checks.spawned(read_end is not None)
+        self._started_at = self.rt.now()
+        self.started = self.rt.wall()
         if read_end is not None:
             self._notify_fd = read_end
-            self.ready = False
-            self.rt.loop.add_reader(read_end, self._on_notification)
-            self._set_state(STARTING)
-        else:
-            self.ready = True
-            self._set_state(UP)
+            self.rt.add_reader(read_end, self._on_notification)
+        if self.checks is not None:
+            self.checks.spawned(read_end is not None)
 
-    def _spawn(self, argv: list[str], extra_fds: dict[int, int] | None = None) -> int:
-        """`run` or `finish`: own session, cwd the service directory, stdin the logger pipe's
-        read end for a logger and /dev/null otherwise, stdout the log pipe when there is one."""
-        return spawn.spawn(
-            argv,
-            self.rt.child_env(),
-            cwd=self.definition.directory,
-            new_session=True,
-            stdin=spawn.devnull() if self.stdin_fd is None else self.stdin_fd,
-            stdout=self.stdout_fd,
-            extra_fds=extra_fds,
-        )
+    def _send_down(self) -> None:
+        if self.pgid is None or self.pid is None:
+            return
+        self.rt.signal_group(self.pgid, self.definition.down_signal)
+        self.rt.signal_group(self.pgid, signal.SIGCONT)
+        if self.definition.timeout_kill_ms > 0:
+            self._arm(self.definition.timeout_kill_ms / 1000)
+
+    def _kill_group(self) -> None:
+        if self.pid is not None and self.pgid is not None:
+            self.rt.signal_group(self.pgid, signal.SIGKILL)
+
+    def _timeout_kill(self) -> None:
+        log.warn(f"service {self.name}: still running after timeout-kill; sending SIGKILL")
+        self._kill_group()
+
+    def _close_notification(self) -> None:
+        if self._notify_fd is not None:
+            self.rt.remove_reader(self._notify_fd)
+            os.close(self._notify_fd)
+            self._notify_fd = None
+
+    def _record_exit(self) -> None:
+        self._cancel_timer()
+        self._close_notification()
+        self.pid = None
+        self.started = None
+        status = self._status or ExitStatus(None, None)
+        self.last_exit = (status.code, status.signal, self.rt.wall())
+        log.debug(f"service {self.name}: run ended, {status.describe()}")
+        if self.checks is not None:
+            self.checks.died(status.code, status.signal)
+
+    def _note_exit(self) -> None:
+        """An exit nobody asked for: recorded, and logged (rate-limited) when wanted up."""
+        self._record_exit()
+        if self.want != WANT_UP:
+            return
+        now = self.rt.now()
+        if self.checks is not None:
+            self._give_up = self.checks.start_ended(now - self._started_at)
+        if self._crash_logged_at is not None and now - self._crash_logged_at < CRASH_LOG_INTERVAL:
+            self._crashes_unlogged += 1
+            return
+        more = self._crashes_unlogged
+        self._crash_logged_at, self._crashes_unlogged = now, 0
+        status = self._status or ExitStatus(None, None)
+        tail = f" ({more} more since the last line)" if more else ""
+        log.info(f"service {self.name}: exited unexpectedly, {status.describe()}{tail}")
+
+    def _spawn_finish(self) -> str | None:
+        """Run `finish EXITCODE SIGNAL NAME PGID`; FINISHED at once when it cannot be forked."""
+        status = self._status or ExitStatus(None, None)
+        finish = self.definition.finish
+        if finish is None:
+            return FINISHED
+        args = [
+            str(256 if status.signal is not None else status.code),
+            str(status.signal or 0),
+            self.name,
+            str(self.pgid),
+        ]
+        argv, warning = spawn.script_argv(finish, args)
+        if warning:
+            log.warn(warning)
+        try:
+            pid = self.rt.spawn(
+                argv, self.definition.directory, self.stdin_fd, self.stdout_fd, None
+            )
+        except OSError as exc:
+            log.error(f"service {self.name}: cannot run finish: {exc.strerror}")
+            return FINISHED
+        self._finish_pid = pid
+        self.rt.watch(pid, self._on_finish_exit)
+        if self.definition.timeout_finish_ms > 0:
+            self._arm(self.definition.timeout_finish_ms / 1000)
+        return None
+
+    def _kill_finish(self) -> None:
+        if self._finish_pid is not None:
+            self.rt.signal_group(self._finish_pid, signal.SIGKILL)
+
+    def _timeout_finish(self) -> None:
+        log.warn(f"service {self.name}: finish ran past timeout-finish; sending SIGKILL")
+        self._kill_finish()
+
+    def _end_finish(self) -> None:
+        self._cancel_timer()
+        self._finish_pid = None
+
+    def _mark_permanent(self) -> None:
+        self.want = WANT_DOWN
+        self.reason = "finish exited 125 (permanent failure): not restarted"
+        log.warn(f"service {self.name}: {self.reason}")
+
+    def _after_down(self) -> str | None:
+        """Decide what follows `down`: give up, relaunch, wait out the throttle, or nothing."""
+        if self._give_up is not None:
+            return GIVE_UP
+        if self.want != WANT_UP:
+            return None
+        return RELAUNCH if self.rt.now() - self._started_at >= THROTTLE_SECONDS else THROTTLE
+
+    def _mark_given_up(self) -> None:
+        self.want = WANT_DOWN
+        self.reason, self._give_up = self._give_up or "gave up", None
+        log.warn(f"service {self.name}: {self.reason}")
+
+    def _reset_give_up(self) -> None:
+        """A start by hand: a `failed` service gets all its chances again."""
+        self._give_up = None
+        if self.checks is not None:
+            self.checks.started_by_hand()
+
+    def _fail_start(self) -> None:
+        self._give_up = self._check_news
+        log.warn(f"service {self.name}: {self._check_news}; stopping it")
+
+    def _shut_container_down(self) -> None:
+        if self.rt.on_health_shutdown is not None:
+            self.rt.on_health_shutdown(self, self._check_news)
+
+    def _arm_throttle(self) -> None:
+        self._arm(max(0.0, THROTTLE_SECONDS - (self.rt.now() - self._started_at)))
+
+    # --- the world -------------------------------------------------------------------------
+    def _on_run_exit(self, status: ExitStatus) -> None:
+        self._status = status
+        self.fire(EXIT if self.definition.finish is None else EXIT_FINISH)
+
+    def _on_finish_exit(self, status: ExitStatus) -> None:
+        self.fire(PERMANENT if status.code == PERMANENT_FAILURE else FINISHED)
+
+    def _on_check(self, event: str, why: str) -> None:
+        """What the service's checks found (ServiceChecks' `emit`), as a table event."""
+        self._check_news = why
+        if event == "ready":
+            self.fire(CHECKED)
+        elif event == "timeout_up":
+            self.fire(TIMEOUT_UP)
+        elif event == "unhealthy":
+            action = self.checks.action if self.checks is not None else "restart"
+            self.fire(UNHEALTHY_FATAL if action == "shutdown" else UNHEALTHY)
+
+    def _make_checks(self) -> None:
+        """(Re)build the checks from the definition; kept when the definition's are unchanged."""
+        spec = self.definition.checks
+        if self.checks is not None:
+            if self.checks.spec == spec:
+                return
+            self.checks.close()
+        self.checks = None
+        if spec is not None:
+            self.checks = ServiceChecks(
+                self.rt.check_host, spec, self.name, self.definition.directory,
+                self._on_check, lambda: self.rt.on_change(self),
+            )
 
     def _on_notification(self) -> None:
         fd = self._notify_fd
@@ -296,138 +654,32 @@ class Service:
         except BlockingIOError:
             return
         if b"\n" in data:
-            self._became_ready()
+            self.fire(NOTIFIED)
         elif not data:
-            self._close_notification()  # closed without a newline: up, never ready
+            self.fire(NOTIFY_EOF)
 
-    def _became_ready(self) -> None:
-        self._close_notification()
-        self.ready = True
-        if self.state == STARTING:
-            self._set_state(READY)
-
-    def _on_check_event(self, event: str, why: str) -> None:
-        """What the service's checks found (service_checks.ServiceChecks.emit)."""
-        if event == "ready":
-            if self.state == STARTING:
-                self._became_ready()
-        elif event == "timeout_up":
-            if self.state == STARTING:
-                log.warn(f"service {self.name}: {why}; stopping it")
-                self._give_up = why
-                self.want = "down"
-                self._send_down()
-        elif event == "unhealthy" and self.state in (UP, READY):
-            action = self.checks.action if self.checks is not None else "restart"
-            if action == "shutdown" and self.rt.on_health_shutdown is not None:
-                self.rt.on_health_shutdown(self, why)
-            elif action == "restart":
-                log.warn(f"service {self.name}: restarting it: {why}")
-                self.restart()
-
-    def _close_notification(self) -> None:
-        if self._notify_fd is not None:
-            self.rt.loop.remove_reader(self._notify_fd)
-            os.close(self._notify_fd)
-            self._notify_fd = None
-
-    def _send_down(self) -> None:
-        self._set_state(STOPPING)
-        _killpg(self.pgid, self.definition.down_signal)
-        _killpg(self.pgid, signal.SIGCONT)
-        if self.definition.timeout_kill_ms > 0:
-            self._cancel_timer()
-            self._timer = self.rt.loop.call_later(
-                self.definition.timeout_kill_ms / 1000, self._timeout_kill
-            )
-
-    def _timeout_kill(self) -> None:
-        self._timer = None
-        if self.pid is not None:
-            log.warn(f"service {self.name}: still running after timeout-kill; sending SIGKILL")
-            _killpg(self.pgid, signal.SIGKILL)
-
-    def _on_exit(self, status: ExitStatus) -> None:
-        self._cancel_timer()
-        self._close_notification()
-        pgid = self.pgid
-        self.pid = None
-        self.ready = False
-        self.last_exit = (status.code, status.signal, time.time())
-        if self.checks is not None:
-            lived = self.rt.loop.time() - self._started_at
-            counts = self.want == "up" and not self.rt.shutting_down
-            self._give_up = self._give_up or self.checks.died(
-                status.code, status.signal, lived, counts
-            )
-        log.debug(f"service {self.name}: run ended, {status.describe()}")
-        finish = self.definition.finish
-        if finish is None:
-            self._set_state(DOWN)  # subscribers see every death, even an instant restart
-            self._after_finish(None)
-            return
-        args = [
-            str(256 if status.signal is not None else status.code),
-            str(status.signal or 0),
-            self.name,
-            str(pgid),
-        ]
-        argv, warning = spawn.script_argv(finish, args)
-        if warning:
-            log.warn(warning)
-        try:
-            pid = self._spawn(argv)
-        except OSError as exc:
-            log.error(f"service {self.name}: cannot run finish: {exc.strerror}")
-            self._after_finish(None)
-            return
-        self._finish_pid = pid
-        self.rt.reaper.watch(pid, self._on_finish_exit)
-        self._set_state(FINISHING)
-        if self.definition.timeout_finish_ms > 0:
-            self._timer = self.rt.loop.call_later(
-                self.definition.timeout_finish_ms / 1000, self._timeout_finish
-            )
-
-    def _timeout_finish(self) -> None:
-        self._timer = None
-        if self._finish_pid is not None:
-            log.warn(f"service {self.name}: finish ran past timeout-finish; sending SIGKILL")
-            _killpg(self._finish_pid, signal.SIGKILL)
-
-    def _on_finish_exit(self, status: ExitStatus) -> None:
-        self._cancel_timer()
-        self._finish_pid = None
-        self._after_finish(status.code)
-
-    def _after_finish(self, finish_code: int | None) -> None:
-        if finish_code == PERMANENT_FAILURE:
-            self.want = "down"
-            self.reason = "finish exited 125 (permanent failure): not restarted"
-            log.warn(f"service {self.name}: {self.reason}")
-            self._set_state(FAILED)
-            return
-        if self._give_up is not None:
-            self.want = "down"
-            self.reason = self._give_up
-            log.warn(f"service {self.name}: {self.reason}")
-            self._set_state(FAILED)
-            return
-        if self.want != "up" or self.rt.shutting_down:
-            self._set_state(DOWN)
-            return
-        elapsed = self.rt.loop.time() - self._started_at
-        if elapsed < THROTTLE_SECONDS:
-            self._set_state(BACKOFF)
-            self._timer = self.rt.loop.call_later(
-                THROTTLE_SECONDS - elapsed, self._backoff_over
-            )
-        else:
-            self._launch()
-
-    def _backoff_over(self) -> None:
-        self._timer = None
-        if self.want == "up" and not self.rt.shutting_down:
-            self._launch()
-        else:
-            self._set_state(DOWN)
+    # --- record ----------------------------------------------------------------------------
+    def record(self) -> dict[str, Any]:
+        """The status record: stable keys (protocol/states.py), see the README."""
+        last = None
+        if self.last_exit is not None:
+            code, signum, at = self.last_exit
+            last = {K_CODE: code, K_SIGNAL: signum, K_AT: at}
+        running = self.pid is not None
+        definition = self._next_definition or self.definition
+        return {
+            K_NAME: self.name,
+            K_STATE: self.state,
+            K_WANT: self.want,
+            K_PID: self.pid,
+            K_PGID: self.pgid if running else None,
+            K_SINCE: self.since,
+            K_STARTED: self.started if running else None,
+            K_RESTARTS: self.restarts,
+            K_LAST_EXIT: last,
+            K_READY: self.ready,
+            K_NORMALLY_UP: definition.normally_up,
+            K_NOTIFICATION_FD: self.definition.notification_fd,
+            K_REASON: self.reason,
+            **(self.checks.record() if self.checks is not None else NO_HEALTH),
+        }

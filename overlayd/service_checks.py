@@ -103,15 +103,13 @@ class ServiceChecks:
             if self.poller is not None:
                 self.poller.stop()
 
-    def died(self, code: int | None, signum: int | None, lived: float, counts: bool) -> str | None:
-        """`run` ended after `lived` seconds: tally it; the reason to give up, or None.
-
-        `counts` is False for a death that was asked for (a stop, a shutdown).
-        """
+    def died(self, code: int | None, signum: int | None) -> None:
+        """`run` ended, asked to or not: into the death tally."""
         self.tally.add(self._host.wall_time(), code, signum)
         self.tally.write_for_s6(self.directory)
-        if not counts:
-            return None
+
+    def start_ended(self, lived: float) -> str | None:
+        """`run` died by itself `lived` s after its start; the reason to give up, or None."""
         return self.failures.death(lived)
 
     def started_by_hand(self) -> None:

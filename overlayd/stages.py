@@ -11,9 +11,9 @@ import signal
 
 from . import contenv, fixattrs, log, scripts, spawn
 from .config import Config
+from .core import Core
 from .loop import TIMED_OUT, Future, Loop, Task, first_of
 from .reaper import ExitStatus, Reaper
-from .service import READY, UP, Runtime, Service
 from .supervisor import Supervisor
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
@@ -21,9 +21,12 @@ if TYPE_CHECKING:
     import socket
 
     from .rpc import ControlServer
+    from .service import Service
 
 TERMINATING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-FORWARDED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+FORWARDED = (
+    signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM, signal.SIGPWR
+)
 FINAL_KILL_WAIT = 5.0  # after SIGKILL to everything: only D-state processes can hold us here
 HEALTH_FAILURE_CODE = 1  # exit code when health/action `shutdown` stops the container
 
@@ -36,19 +39,24 @@ class Container:
         self.cmd = [*config.cmd_arg0, *cmd] if cmd else []
         self.loop = Loop()
         self.reaper = Reaper()
-        self.runtime = Runtime(self.loop, self.reaper, self.child_env, self._service_changed)
-        self.supervisor = Supervisor(self.runtime, config.etc("services.d"))
+        self.supervisor = Supervisor(
+            self.loop, self.reaper, self.child_env, config.etc("services.d")
+        )
         self.is_pid1 = os.getpid() == 1
         self.tty = 0 if os.isatty(0) else None
         self.cmd_pid: int | None = None
         self.cmd_exit: Future | None = None
         self.cmd_status: ExitStatus | None = None
-        self.stopping = False
+        self.stopping = False  # stage 3 has begun (stage 2, if running, is cancelled)
+        self.stage2: Task | None = None
+        self.shutdown_signal = signal.SIGTERM  # what the CMD gets first in stage 3
+        self.services_started = False  # HUP before that defers the rescan until then
+        self.rescan_pending = False
         self.skip_to_kill = Future()
         self.requested_exit_code: int | None = None
         self.stage2_failure_code: int | None = None
         self.health_failure_code: int | None = None
-        self.runtime.on_health_shutdown = self._health_shutdown
+        self.supervisor.rt.on_health_shutdown = self._health_shutdown
         self.exit_code = 0
         self.started_at = self.loop.time()
         self.server: ControlServer | None = None
@@ -58,8 +66,8 @@ class Container:
     def run(self) -> int:
         """Boot, serve until shutdown completes, and return the container's exit code."""
         self._stage1()
-        boot = Task(self._stage2(), "stage 2")
-        boot.finished.add_done_callback(self._boot_ended)
+        self.stage2 = Task(self._stage2(), "stage 2")
+        self.stage2.finished.add_done_callback(self._boot_ended)
         self.loop.run()
         return self.exit_code
 
@@ -101,7 +109,7 @@ class Container:
         def serve() -> None:
             from .rpc import ControlServer
 
-            self.server = ControlServer(self, sock)
+            self.server = ControlServer(self.core(), sock)  # type: ignore[arg-type]
 
         self._control_sock = sock
         self.loop.call_soon(serve)
@@ -109,8 +117,22 @@ class Container:
     def child_env(self) -> dict[str, str]:
         return contenv.child_environment(self.cfg.run_dir, self.cfg.keep_env)
 
-    def _service_changed(self, service: Service) -> None:
-        self.supervisor.changed(service)
+    def core(self) -> Core:
+        """The narrow facade the control side gets (core.py)."""
+        cfg = self.cfg
+        return Core(
+            self.loop, self.supervisor, cfg.socket_path, cfg.socket_gid,
+            lambda code, reason: self.request_shutdown(code, reason),
+            lambda: self.stopping,
+            self._info,
+        )
+
+    def _info(self) -> dict[str, object]:
+        return {
+            "pid1": self.is_pid1,
+            "orphans_reaped": self.reaper.unknown_reaped,
+            "cmd_pid": self.cmd_pid,
+        }
 
     # --- stage 2 ---------------------------------------------------------------------------
     def _boot_ended(self, finished: Future) -> None:
@@ -121,6 +143,7 @@ class Container:
             self.request_shutdown(reason="stage 2 crashed")
 
     async def _stage2(self) -> bool:
+        """Steps 1-4. Stage 3 cancels this Task: no step starts after a shutdown began."""
         cfg = self.cfg
         failures: list[tuple[str, int]] = []
         fix_dir = cfg.etc("fix-attrs.d")
@@ -133,50 +156,53 @@ class Container:
                 fixed = False
             if not fixed:
                 failures.append(("fix-attrs.d", 1))
+                if not self._stage2_failed(failures):
+                    return False
+        init_failures: list[tuple[str, int]] = []
         for path in scripts.list_scripts(cfg.etc("cont-init.d")):
             name = "cont-init.d/" + os.path.basename(path)
             log.info(f"{name}: running")
-            status = await scripts.run_script(
-                self.loop, self.reaper, self.child_env(), path, abandon=self.skip_to_kill
-            )
-            if self.stopping:
-                return False
+            status = await scripts.run_script(self.loop, self.reaper, self.child_env(), path)
             code = 126 if status is None else status.shell_code()
             log.info(f"{name}: {'exit code 126' if status is None else status.describe()}")
             if code != 0:
-                failures.append((name, code))
-        if await self._start_services(failures) is False or self.stopping:
+                init_failures.append((name, code))
+        # Under behaviour 2 nothing after a failed step starts: no service, no CMD (DESIGN §3).
+        if init_failures and not self._stage2_failed(init_failures):
             return False
-        if failures and not self._stage2_failed(failures):
+        service_failures = await self._start_services()
+        if service_failures and not self._stage2_failed(service_failures):
             return False
-        await self._run_cmd()
+        self._run_cmd()
         return True
 
-    async def _start_services(self, failures: list[tuple[str, int]]) -> bool:
+    async def _start_services(self) -> list[tuple[str, int]]:
         services = self.supervisor.load()
-        failures.extend((f"services.d/{s.name}", 1) for s in services if s.broken)
+        failures = [(f"services.d/{s.name}", 1) for s in services if s.broken]
         if services:
             log.info(f"services.d: starting {len(services)} service(s)")
         self.supervisor.start_normally_up(services)
+        self.services_started = True
+        if self.rescan_pending:
+            self.rescan_pending = False
+            log.info("services.d started: doing the rescan SIGHUP asked for")
+            self.supervisor.rescan()
         if not self.cfg.cmd_wait_for_services:
-            return True
+            return failures
         watched = [s for s in services if s.definition.normally_up and not s.broken]
-
-        def all_up() -> bool:
-            return self.stopping or all(
-                s.state == READY or (s.state == UP and s.definition.notification_fd is None)
-                for s in watched
-            )
-
+        wait = self.supervisor.wait_for(watched, lambda: all(s.ready for s in watched))
         maxtime = self.cfg.cmd_wait_for_services_maxtime
-        result = await self.loop.with_timeout(
-            self.supervisor.when(all_up), maxtime / 1000 if maxtime else None
-        )
+        try:
+            result = await self.loop.with_timeout(
+                wait.future, maxtime / 1000 if maxtime else None
+            )
+        finally:
+            wait.cancel()
         if result is TIMED_OUT:
-            late = ", ".join(s.name for s in watched if s.state not in (UP, READY))
+            late = ", ".join(s.name for s in watched if not s.ready)
             log.error(f"services not up after S6_CMD_WAIT_FOR_SERVICES_MAXTIME: {late}")
             failures.append(("S6_CMD_WAIT_FOR_SERVICES_MAXTIME", 1))
-        return not self.stopping
+        return failures
 
     def _stage2_failed(self, failures: list[tuple[str, int]]) -> bool:
         """Apply S6_BEHAVIOUR_IF_STAGE2_FAILS; True when the boot goes on."""
@@ -194,7 +220,8 @@ class Container:
         self.request_shutdown(reason="stage 2 failed")
         return False
 
-    async def _run_cmd(self) -> None:
+    def _run_cmd(self) -> None:
+        """Step 4: start the CMD; its exit (seen by the reaper) starts stage 3."""
         if not self.cmd:
             log.info("no CMD: running until told to stop")
             return
@@ -208,7 +235,9 @@ class Container:
             return
         self.cmd_pid = pid
         self.cmd_exit = self.reaper.exit_future(pid)
-        status: ExitStatus = await self.cmd_exit
+        self.cmd_exit.add_done_callback(lambda done: self._cmd_ended(done.result))
+
+    def _cmd_ended(self, status: ExitStatus) -> None:
         self.cmd_pid = None
         self.cmd_status = status
         self._reclaim_terminal()
@@ -231,16 +260,20 @@ class Container:
             self._signal_cmd(signum)
             return
         if not self.stopping:
+            self.shutdown_signal = signum  # nginx stops gracefully on QUIT: pass it on
             self.request_shutdown(reason=f"received {signal_name(signum)}")
         elif not self.skip_to_kill.done:
             log.info(f"received {signal_name(signum)} again: skipping to the final kill")
             self.skip_to_kill.set_result(None)
-            self.supervisor.recheck()
 
     def _on_forwarded(self, signum: int) -> None:
         if self.cmd_pid is not None:
             self._signal_cmd(signum)
         elif signum == signal.SIGHUP and not self.stopping:
+            if not self.services_started:
+                log.info("received SIGHUP: rescan deferred until services.d has started")
+                self.rescan_pending = True
+                return
             log.info("received SIGHUP: rescanning services.d")
             self.supervisor.rescan()
 
@@ -269,6 +302,8 @@ class Container:
             return False
         self.stopping = True
         log.info(f"shutting down: {reason}")
+        if self.stage2 is not None:
+            self.stage2.cancel()
         Task(self._stage3(), "stage 3")
         return True
 
@@ -278,7 +313,7 @@ class Container:
         skip = self.skip_to_kill
         if self.cmd_pid is not None and self.cmd_exit is not None:
             log.info("stopping the CMD")
-            self._signal_cmd(signal.SIGTERM)
+            self._signal_cmd(self.shutdown_signal)
             self._signal_cmd(signal.SIGCONT)
             if await self.loop.with_timeout(first_of(self.cmd_exit, skip), grace) is TIMED_OUT:
                 log.warn("the CMD outlived S6_SERVICES_GRACETIME; sending SIGKILL")

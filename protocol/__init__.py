@@ -2,47 +2,52 @@
 
 Shared by the server (overlayd.rpc) and the client (overlayctl.client). Depends on msgpack and
 the standard library only, and imports nothing heavy: it is on a health check's start-up path.
+
+Names are loaded on first use (PEP 562), so `protocol.states` or `protocol.signals` can be
+imported on PID 1's boot path without pulling in msgpack.
 """
 
-from .errors import (
-    BAD_REQUEST,
-    ERROR_CODES,
-    INTERNAL,
-    INVALID_STATE,
-    NO_SUCH_METHOD,
-    NO_SUCH_SERVICE,
-    PERMISSION_DENIED,
-    SHUTTING_DOWN,
-    TIMEOUT,
-    ProtocolError,
-)
-from .framing import (
-    MAX_CONTAINERS,
-    MAX_DEPTH,
-    MAX_FRAME,
-    MAX_ITEMS,
-    NOTIFICATION,
-    REQUEST,
-    RESPONSE,
-    Decoder,
-    pack_notification,
-    pack_request,
-    pack_response,
-)
-from .messages import MAX_MSGID, Notification, Request, Response, parse_message
-from .methods import (
-    METHODS,
-    PROTOCOL_VERSION,
-    READ_ONLY_METHODS,
-    RECORD_KEYS,
-    REQUIRED,
-    STATE_NOTIFICATION,
-    STATES,
-    WAIT_CONDITIONS,
-    MethodSpec,
-    ParamSpec,
-    validate_request,
-)
+import importlib
+
+_WHERE = {
+    "BAD_REQUEST": "errors",
+    "ERROR_CODES": "errors",
+    "INTERNAL": "errors",
+    "INVALID_STATE": "errors",
+    "NO_SUCH_METHOD": "errors",
+    "NO_SUCH_SERVICE": "errors",
+    "PERMISSION_DENIED": "errors",
+    "SHUTTING_DOWN": "errors",
+    "TIMEOUT": "errors",
+    "ProtocolError": "errors",
+    "MAX_CONTAINERS": "framing",
+    "MAX_DEPTH": "framing",
+    "MAX_FRAME": "framing",
+    "MAX_ITEMS": "framing",
+    "NOTIFICATION": "framing",
+    "REQUEST": "framing",
+    "RESPONSE": "framing",
+    "Decoder": "framing",
+    "pack_notification": "framing",
+    "pack_request": "framing",
+    "pack_response": "framing",
+    "MAX_MSGID": "messages",
+    "Notification": "messages",
+    "Request": "messages",
+    "Response": "messages",
+    "parse_message": "messages",
+    "METHODS": "methods",
+    "PROTOCOL_VERSION": "methods",
+    "READ_ONLY_METHODS": "methods",
+    "RECORD_KEYS": "states",
+    "REQUIRED": "methods",
+    "STATE_NOTIFICATION": "methods",
+    "STATES": "states",
+    "WAIT_CONDITIONS": "methods",
+    "MethodSpec": "methods",
+    "ParamSpec": "methods",
+    "validate_request": "methods",
+}
 
 __all__ = [
     "BAD_REQUEST",
@@ -83,3 +88,16 @@ __all__ = [
     "parse_message",
     "validate_request",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'protocol' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

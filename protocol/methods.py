@@ -11,6 +11,8 @@ import math
 from collections import namedtuple
 
 from .errors import BAD_REQUEST, NO_SUCH_METHOD, ProtocolError, describe, type_name
+from .states import RECORD_KEYS as RECORD_KEYS
+from .states import STATES as STATES
 
 TYPE_CHECKING = False  # typing is not imported at run time: this is on a health check's path
 if TYPE_CHECKING:
@@ -21,31 +23,7 @@ if TYPE_CHECKING:
 #: Bumped when a method is removed or changes meaning; additions keep the number.
 PROTOCOL_VERSION = 1
 
-#: Service states (DESIGN §4), the same words in the table, the JSON and the RPC.
-STATES: tuple[str, ...] = (
-    "down",
-    "starting",
-    "up",
-    "ready",
-    "stopping",
-    "finishing",
-    "backoff",
-    "failed",
-)
-#: Keys every service record carries (DESIGN §6); additions allowed, removals never.
-RECORD_KEYS: tuple[str, ...] = (
-    "name",
-    "state",
-    "want",
-    "pid",
-    "pgid",
-    "since",
-    "restarts",
-    "last_exit",
-    "ready",
-    "normally_up",
-    "health",
-)
+#: Service states and record keys live in protocol/states.py; re-exported here.
 #: Values of ``wait``'s ``condition`` param.
 WAIT_CONDITIONS: tuple[str, ...] = ("up", "ready", "down")
 #: The notification method ``subscribe`` leads to: ``[2, "state", [record]]``.

@@ -24,9 +24,9 @@ import pytest
 from overlayctl.client import Client, ConnectError, RemoteError
 from overlayd import handlers, rpc
 from overlayd.loop import Loop
-from overlayd.service import Runtime
 from overlayd.supervisor import Supervisor
 from protocol import METHODS, Decoder, pack_request
+from protocol.states import is_ready
 
 # --- fakes -----------------------------------------------------------------------------------
 
@@ -63,6 +63,10 @@ class FakeService:
     def broken(self) -> bool:
         return self.definition.problem is not None
 
+    @property
+    def ready(self) -> bool:
+        return is_ready(self.state, self.definition.notification_fd is not None)
+
     def record(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "want": self.want, "pid": self.pid}
 
@@ -85,12 +89,11 @@ class FakeService:
 
 class FakeContainer:
     def __init__(self, socket_path: str, gid: int | None = None) -> None:
-        self.cfg = SimpleNamespace(socket_path=socket_path, socket_gid=gid)
+        self.socket_path = socket_path
+        self.socket_gid = gid
         self.loop = Loop()
-        self.supervisor = Supervisor(Runtime(self.loop, None, dict, lambda s: None), "/nonexistent")
+        self.supervisor = Supervisor(self.loop, None, dict, "/nonexistent")  # type: ignore[arg-type]
         self.stopping = False
-        self.is_pid1 = False
-        self.reaper = SimpleNamespace(unknown_reaped=0)
         self.shutdowns: list[tuple[int | None, str]] = []
 
     def add(self, *services: FakeService) -> None:
@@ -100,6 +103,9 @@ class FakeContainer:
     def change(self, service: FakeService, state: str) -> None:
         service.state = state
         self.supervisor.changed(service)  # type: ignore[arg-type]
+
+    def info(self) -> dict[str, object]:
+        return {"pid1": False, "orphans_reaped": 0, "cmd_pid": None}
 
     def request_shutdown(self, exit_code: int | None = None, reason: str = "") -> bool:
         self.shutdowns.append((exit_code, reason))
@@ -440,25 +446,25 @@ def test_wait_resolves_on_change_and_leaves_no_waiter(h: Harness) -> None:
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    h.until(lambda: h.container.supervisor._waiters)
+    h.until(lambda: h.container.supervisor.pending_waits())
     h.container.change(service, "ready")
     h.until(lambda: not thread.is_alive())
     assert results == [True]
-    assert h.container.supervisor._waiters == []
+    assert h.container.supervisor.pending_waits() == 0
 
 
 def test_wait_timeout_and_abandoned_waits_are_dropped(h: Harness) -> None:
     h.container.add(FakeService("s", "down", "down"))
     assert remote_error(h, "wait", "up", ["s"], 0.05).code == "timeout"
     h.turn()
-    assert h.container.supervisor._waiters == []
+    assert h.container.supervisor.pending_waits() == 0
     sock = h.raw()
     for msgid in range(5):
         sock.sendall(pack_request(msgid, "wait", ["up", ["s"], None]))
-    h.until(lambda: len(h.container.supervisor._waiters) == 5)
+    h.until(lambda: h.container.supervisor.pending_waits() == 5)
     sock.close()
     h.until(lambda: not h.server.clients)
-    h.until(lambda: not h.container.supervisor._waiters)
+    h.until(lambda: not h.container.supervisor.pending_waits())
 
 
 def test_pending_waits_are_bounded(h: Harness) -> None:
@@ -467,7 +473,7 @@ def test_pending_waits_are_bounded(h: Harness) -> None:
     for msgid in range(rpc.MAX_PENDING + 1):
         sock.sendall(pack_request(msgid, "wait", ["up", ["s"], None]))
     sock.shutdown(socket.SHUT_WR)
-    h.until(lambda: len(h.container.supervisor._waiters) == rpc.MAX_PENDING)
+    h.until(lambda: h.container.supervisor.pending_waits() == rpc.MAX_PENDING)
     sock.setblocking(False)
     h.until(lambda: _readable(sock))
     reply = msgpack.unpackb(sock.recv(1 << 16))
@@ -582,7 +588,7 @@ def test_subscriber_and_waiter_are_not_idle(h: Harness) -> None:
     sub, waiter = h.raw(), h.raw()
     sub.sendall(pack_request(1, "subscribe", []))
     waiter.sendall(pack_request(1, "wait", ["up", ["s"], None]))
-    h.until(lambda: h.server.subscribers and h.container.supervisor._waiters)
+    h.until(lambda: h.server.subscribers and h.container.supervisor.pending_waits())
     end = time.monotonic() + 0.3
     while time.monotonic() < end:
         h.turn()
@@ -644,7 +650,7 @@ def test_half_closed_client_gets_its_answers(h: Harness) -> None:
     sock = h.raw()
     sock.sendall(pack_request(1, "hello", []) + pack_request(2, "wait", ["ready", ["s"], None]))
     sock.shutdown(socket.SHUT_WR)
-    h.until(lambda: h.container.supervisor._waiters)
+    h.until(lambda: h.container.supervisor.pending_waits())
     h.container.change(h.container.supervisor.services["s"], "ready")  # type: ignore[arg-type]
     messages = h.read_all(sock)
     assert [m[1] for m in messages] == [1, 2]
