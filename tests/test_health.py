@@ -331,3 +331,24 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_check_starts_like_run_does_own_session_cwd_signals(boot, tree: Tree) -> None:
+    probe = (
+        "#!/bin/sh\n"
+        'echo "$(pwd) $(ps -o sid= -p $$ | tr -d \' \') $$ '
+        '$(grep -E \'^Sig(Blk|Ign)\' /proc/$$/status | tr -d \'\\t\\n\')" > {out}\n'
+    )
+    svc = tree.service(
+        "api",
+        probe.replace("{out}", "run.seen").replace("#!/bin/sh\n", "") + "exec sleep 1000",
+        files={"health/interval": "50\n", "health/action": "mark\n"},
+    )
+    tree.write("etc/services.d/api/health/check", probe.replace("{out}", "check.seen"))
+    booted = boot()
+    wait_record(booted, "api", "checked", health="healthy")
+    run_cwd, run_sid, run_pid, run_signals = (svc / "run.seen").read_text().split(" ", 3)
+    cwd, sid, pid, signals = (svc / "check.seen").read_text().split(" ", 3)
+    assert (cwd, run_cwd) == (str(svc), str(svc))
+    assert sid == pid and run_sid == run_pid  # each leads its own session
+    assert signals == run_signals, (signals, run_signals)
