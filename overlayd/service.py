@@ -452,7 +452,7 @@ class Service:
         self._cancel_timer()
         if self._next_definition is not None:
             self.definition, self._next_definition = self._next_definition, None
-            self._make_checks()
+        self._make_checks()  # a rescan may have changed them (kept when they are the same)
         definition = self.definition
         argv, warning = spawn.script_argv(definition.run)
         if warning:

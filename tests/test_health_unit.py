@@ -432,3 +432,64 @@ def test_the_death_tally_is_bounded_and_packed_as_s6_does() -> None:
     records = [struct.unpack(">QLBB", packed[i : i + 14]) for i in range(0, 42, 14)]
     assert [(code, sig) for _, _, code, sig in records] == [(3, 0), (4, 0), (137, 9)]
     assert records[0][0] == (1 << 62) + 10 + 1_700_000_003 and records[0][1] == 500_000_000
+
+
+# --- the service table with checks ---------------------------------------------------------------
+
+
+def checked_service(tmp_path: Path, files: dict[str, str]):
+    """A Service over a directory with `files`, on the table tests' fake runtime."""
+    from overlayd import service as svc
+    from overlayd.scan import read_service
+    from tests.test_service_table_unit import FakeRuntime, make_dir
+
+    rt = FakeRuntime()
+    rt.check_host = FakeHost()  # type: ignore[attr-defined]
+    directory = make_dir(tmp_path / "svc", fd="notification-fd" in files, finish=False)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    service = svc.Service(read_service("svc", str(directory)), rt)  # type: ignore[arg-type]
+    return service, rt
+
+
+def test_quick_deaths_past_start_retries_end_failed_and_a_start_resets(tmp_path: Path) -> None:
+    from overlayd import service as svc
+
+    service, rt = checked_service(tmp_path, {"start-retries": "1\n", "start-secs": "2\n"})
+    service.start()
+    for _ in range(2):
+        rt.clock += 1.5  # dies 1.5 s after its start: less than start-secs
+        rt.watched.pop(service.pid)(ExitStatus(1, None))
+        if service.state == "backoff":
+            rt.fire_timer()
+    assert (service.state, service.want) == ("failed", "down")
+    assert service.reason == (
+        "died 2 times in a row within 2 s of starting (start-retries 1): not restarted"
+    )
+    service.fire(svc.START)
+    assert service.state == "up" and service.checks.failures.count == 0
+
+
+def test_timeout_up_stops_a_starting_service_and_leaves_it_failed(tmp_path: Path) -> None:
+    service, rt = checked_service(tmp_path, {"notification-fd": "3\n", "timeout-up": "500\n"})
+    service.start()
+    assert service.state == "starting"
+    host: FakeHost = rt.check_host  # type: ignore[attr-defined]
+    host.advance(0.5)
+    assert service.state == "stopping" and rt.signals[0][1] == signal.SIGTERM
+    rt.watched.pop(service.pid)(ExitStatus(None, signal.SIGTERM))
+    assert (service.state, service.reason) == (
+        "failed", "not ready within timeout-up (500 ms): start failed"
+    )
+    service._close_notification()
+
+
+def test_a_service_ready_in_time_cancels_timeout_up(tmp_path: Path) -> None:
+    from overlayd import service as svc
+
+    service, rt = checked_service(tmp_path, {"notification-fd": "3\n", "timeout-up": "500\n"})
+    service.start()
+    service.fire(svc.NOTIFIED)
+    host: FakeHost = rt.check_host  # type: ignore[attr-defined]
+    host.advance(5)
+    assert service.state == "ready" and rt.signals == []
