@@ -6,7 +6,8 @@ without ever blocking. Only the last non-blank output line is kept, and only its
 `LAST_LINE_MAX` bytes: a check that prints a megabyte costs PID 1 one 64 KB read buffer at a
 time and 2 KB kept, nothing more. At `timeout` the group gets SIGKILL and the run counts as
 failed; when the check itself exits, whatever it left behind in its group is killed too, so
-checks can never pile up.
+checks can never pile up. A check that never stops printing is read for `OUTPUT_MAX` bytes,
+then its pipe is closed: its next write gets SIGPIPE, so PID 1 never spins on it.
 
 Everything outside this module is reached through a `CheckHost`, so unit tests drive runs with a
 manual clock and fake processes.
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 LAST_LINE_MAX = 1024  # bytes of the last output line kept (DESIGN §13)
 READ_CHUNK = 65536  # one read per readable event
+OUTPUT_MAX = 4 << 20  # bytes read from one run; then the pipe is closed (the check gets SIGPIPE)
 DRAIN_READS = 16  # after the check exits: at most 1 MB more is read, then the pipe is closed
 
 
@@ -141,7 +143,8 @@ class CheckRun:
     """Runs `argv` once; calls `done(CheckResult)` exactly once, unless cancelled first."""
 
     __slots__ = (
-        "_done", "_fd", "_host", "_output", "_timeout", "_timer", "cancelled", "pid", "timed_out",
+        "_done", "_fd", "_host", "_output", "_read_bytes", "_timeout", "_timer", "cancelled",
+        "pid", "timed_out",
     )
 
     def __init__(
@@ -158,13 +161,15 @@ class CheckRun:
         self._timer: Timer | None = None
         self._fd: int | None = None
         self._timeout = timeout
+        self._read_bytes = 0
         self.pid: int | None = None
         self.cancelled = False
         self.timed_out = False
         try:
             self.pid, self._fd = host.spawn(argv, cwd)
-        except OSError as exc:
-            failure = CheckResult(False, f"cannot start {argv[0]}: {exc.strerror}", "")
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in argv or env
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            failure = CheckResult(False, f"cannot start {argv[0]}: {detail}", "")
             self._timer = host.call_later(0, lambda: self._finish(failure))
             return
         host.watch(self.pid, self._exited)
@@ -201,6 +206,10 @@ class CheckRun:
             self._close()
             return False
         self._output.feed(data)
+        self._read_bytes += len(data)
+        if self._read_bytes >= OUTPUT_MAX:
+            self._close()
+            return False
         return True
 
     def _readable(self) -> None:

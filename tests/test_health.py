@@ -352,3 +352,21 @@ def test_a_check_starts_like_run_does_own_session_cwd_signals(boot, tree: Tree) 
     assert (cwd, run_cwd) == (str(svc), str(svc))
     assert sid == pid and run_sid == run_pid  # each leads its own session
     assert signals == run_signals, (signals, run_signals)
+
+
+def test_a_check_that_never_stops_printing_is_cut_off_not_read_for_ever(boot, tree: Tree) -> None:
+    tree.service(
+        "api",
+        "exec sleep 1000",
+        files={
+            "health/interval": "100\n",
+            "health/timeout": "600000\n",  # no timeout to save it: the output bound does
+            "health/retries": "1\n",
+            "health/action": "mark\n",
+        },
+    )
+    tree.write("etc/services.d/api/health/check", "#!/bin/sh\nexec yes\n")
+    booted = boot()
+    wait_record(booted, "api", "unhealthy", health="unhealthy")
+    result = booted.ctl("check")
+    assert "killed by SIGPIPE: y" in result.stderr, result.stderr

@@ -493,3 +493,38 @@ def test_a_service_ready_in_time_cancels_timeout_up(tmp_path: Path) -> None:
     host: FakeHost = rt.check_host  # type: ignore[attr-defined]
     host.advance(5)
     assert service.state == "ready" and rt.signals == []
+
+
+def test_a_check_that_never_stops_printing_is_cut_off_after_the_output_bound(
+    host: FakeHost,
+) -> None:
+    from overlayd.check_process import OUTPUT_MAX
+
+    results: list[CheckResult] = []
+    run = CheckRun(host, ["check"], "/", None, results.append)
+    fd = host.running[run.pid][1]
+    os.set_blocking(fd, False)
+    written = 0
+    while host.readers:  # the check writes as fast as PID 1 reads
+        try:
+            written += os.write(fd, b"y" * 65536)
+        except BlockingIOError:
+            pass
+        for callback in list(host.readers.values()):
+            callback()
+    assert OUTPUT_MAX <= written <= OUTPUT_MAX + 2 * 65536
+    with pytest.raises(BrokenPipeError):  # its next write fails: SIGPIPE for a real check
+        os.write(fd, b"more")
+    host.exit(run.pid, None, signal.SIGPIPE)
+    assert not results[0].passed and results[0].output == "y" * LAST_LINE_MAX
+
+
+def test_a_check_that_cannot_be_exec_prepared_fails_cleanly(host: FakeHost) -> None:
+    def refuse(argv: list[str], cwd: str) -> tuple[int, int]:
+        raise ValueError("embedded null byte")
+
+    host.spawn = refuse  # type: ignore[method-assign]
+    results: list[CheckResult] = []
+    CheckRun(host, ["che\0ck"], "/", 1.0, results.append)
+    host.advance(0)
+    assert results[0].what == "cannot start che\0ck: embedded null byte"
