@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import time
 
+from protocol.states import READY, UP
+
 # Annotations are strings (PEP 563); typing and collections.abc stay unimported at run time
 # because this module is on the health-check path.
 TYPE_CHECKING = False
@@ -36,7 +38,7 @@ EXIT_INTERRUPTED = 130  # ^C anywhere but `events`, where ^C is the normal way o
 
 # States in which `since` may stand in for the start of the current run, for an overlayd that
 # does not send `started` (a `ready` service's `since` is when it became ready: close enough).
-RUNNING_STATES = frozenset({"up", "ready"})
+RUNNING_STATES = frozenset({UP, READY})
 
 STATUS_HEADERS = (
     "name", "state", "pid", "uptime", "restarts", "last exit", "ready", "health", "checked",

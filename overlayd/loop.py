@@ -1,5 +1,9 @@
 """The event loop: fds through epoll, signals through a wakeup fd, timers on a heap.
 
+The path from a signal to its handler is kept short (it runs once per SIGCHLD, so an orphan
+storm is paid for here): epoll is used directly rather than through `selectors`, the wakeup
+pipe is read once per wake, and a batch of signal bytes costs one guarded call per kind.
+
 There is no polling: `select` sleeps until an fd is ready, a signal arrives or the nearest timer
 is due, and with no timers it sleeps without a timeout. Every callback runs inside a guard: an
 exception is logged with its traceback and the loop goes on (PID 1 must never die of a bug).
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import os
-import selectors
+import select
 import signal
 import time
 from collections import deque
@@ -157,7 +161,7 @@ class Loop:
     """A single-threaded reactor; the only place overlayd waits."""
 
     def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
+        self._selector = select.epoll()  # close()d by tests; the name is historical
         self._timers: list[Timer] = []
         self._soon: deque[Callback] = deque()
         self._signal_handlers: dict[int, Callable[[int], None]] = {}
@@ -172,18 +176,23 @@ class Loop:
 
     # --- fds -------------------------------------------------------------------------------
     def _events(self, fd: int) -> int:
-        return (selectors.EVENT_READ if fd in self._readers else 0) | (
-            selectors.EVENT_WRITE if fd in self._writers else 0
-        )
+        return (_READ if fd in self._readers else 0) | (_WRITE if fd in self._writers else 0)
 
     def _sync(self, fd: int, had: int) -> None:
         now = self._events(fd)
+        epoll = self._selector
         if had and now:
-            self._selector.modify(fd, now)
+            epoll.modify(fd, now)
         elif now:
-            self._selector.register(fd, now)
+            try:
+                epoll.register(fd, now)
+            except FileExistsError:  # a reused fd number whose old registration lingers
+                epoll.modify(fd, now)
         elif had:
-            self._selector.unregister(fd)
+            try:
+                epoll.unregister(fd)
+            except OSError:
+                pass  # closed already: the kernel dropped it from the epoll set
 
     def add_reader(self, fd: int, callback: Callback) -> None:
         had = self._events(fd)
@@ -251,23 +260,34 @@ class Loop:
         signal.signal(signum, _note_signal)
 
     def _drain_signals(self) -> None:
-        while True:
-            try:
-                data = os.read(self._wakeup_r, 512)
-            except BlockingIOError:
-                return
-            if not data:
-                return
-            # A signal's byte is written before it is read here, so one call per kind of
-            # signal covers every byte of a batch (a flood of SIGCHLD costs one reap pass);
-            # repeated TERMs still count twice, as the second one means "skip to the kill".
-            handled: set[int] = set()
-            for signum in data:
-                handler = self._signal_handlers.get(signum)
-                if handler is None or (signum in handled and signum in self._coalesced):
-                    continue
-                handled.add(signum)
-                self._guard(lambda h=handler, s=signum: h(s))
+        try:
+            data = os.read(self._wakeup_r, 4096)
+        except BlockingIOError:
+            return
+        # A signal's byte is written before it is read here, so one call per kind of signal
+        # covers every byte of a batch (a flood of SIGCHLD costs one reap pass); repeated
+        # TERMs still count twice, as the second one means "skip to the kill". Bytes left in
+        # the pipe (more than 4096) make it readable again: the next turn takes them.
+        handlers = self._signal_handlers
+        if len(data) == 1:
+            handler = handlers.get(data[0])
+            if handler is not None:
+                self._guard_signal(handler, data[0])
+            return
+        handled: set[int] = set()
+        for signum in data:
+            handler = handlers.get(signum)
+            if handler is None or (signum in handled and signum in self._coalesced):
+                continue
+            handled.add(signum)
+            self._guard_signal(handler, signum)
+
+    @staticmethod
+    def _guard_signal(handler: Callable[[int], None], signum: int) -> None:
+        try:
+            handler(signum)
+        except Exception:
+            log.exception("event handler failed; carrying on")
 
     # --- running ---------------------------------------------------------------------------
     @staticmethod
@@ -286,29 +306,41 @@ class Loop:
         while not self._stopped:
             self._run_once()
 
-    def _next_timeout(self) -> float | None:
+    def _next_timeout(self) -> float:
+        """Seconds until the nearest timer (-1: none, sleep until an event)."""
         if self._soon:
             return 0
-        while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
-        if not self._timers:
-            return None
-        return max(0.0, self._timers[0].when - self.time())
+        timers = self._timers
+        while timers and timers[0].cancelled:
+            heapq.heappop(timers)
+        if not timers:
+            return -1
+        return max(0.0, timers[0].when - time.monotonic())
 
     def _run_once(self) -> None:
-        for key, mask in self._selector.select(self._next_timeout()):
-            fd = key.fd
-            if mask & selectors.EVENT_READ and fd in self._readers:
-                self._guard(self._readers[fd])
-            if mask & selectors.EVENT_WRITE and fd in self._writers:
-                self._guard(self._writers[fd])
-        now = self.time()
-        while self._timers and (self._timers[0].cancelled or self._timers[0].when <= now):
-            timer = heapq.heappop(self._timers)
-            if not timer.cancelled:
-                self._guard(timer.callback)
-        for _ in range(len(self._soon)):
-            self._guard(self._soon.popleft())
+        readers, writers, guard = self._readers, self._writers, self._guard
+        for fd, mask in self._selector.poll(self._next_timeout()):
+            if mask & _READ_OR_HUP and fd in readers:
+                guard(readers[fd])
+            if mask & _WRITE_OR_ERR and fd in writers:
+                guard(writers[fd])
+        timers = self._timers
+        if timers:
+            now = time.monotonic()
+            while timers and (timers[0].cancelled or timers[0].when <= now):
+                timer = heapq.heappop(timers)
+                if not timer.cancelled:
+                    guard(timer.callback)
+        soon = self._soon
+        for _ in range(len(soon)):
+            guard(soon.popleft())
+
+
+_READ = select.EPOLLIN
+_WRITE = select.EPOLLOUT
+# As selectors does: a hang-up or an error wakes both the reader and the writer of an fd.
+_READ_OR_HUP = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+_WRITE_OR_ERR = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 
 
 def _note_signal(signum: int, frame: object) -> None:

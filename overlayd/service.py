@@ -395,6 +395,9 @@ class Service:
         try:
             while self._queue:
                 self._step(self._queue.pop(0))
+        except BaseException:
+            self._queue.clear()  # a bug in an action: the caller logs it, no stale follow-up
+            raise
         finally:
             self._busy = False
 

@@ -38,7 +38,7 @@ class Container:
         self.cfg = config
         self.cmd = [*config.cmd_arg0, *cmd] if cmd else []
         self.loop = Loop()
-        self.reaper = Reaper()
+        self.reaper = Reaper(self.loop)
         self.supervisor = Supervisor(
             self.loop, self.reaper, self.child_env, config.etc("services.d")
         )
@@ -88,7 +88,7 @@ class Container:
             self.loop.add_signal_handler(signum, self._on_terminate)
         for signum in FORWARDED:
             self.loop.add_signal_handler(signum, self._on_forwarded)
-        self.loop.add_signal_handler(signal.SIGCHLD, lambda _s: self.reaper.reap(), True)
+        self.loop.add_signal_handler(signal.SIGCHLD, self.reaper.on_sigchld, True)
         # A parent may have started us with these blocked; we must still hear them (children
         # get the original mask back in spawn).
         signal.pthread_sigmask(

@@ -7,8 +7,6 @@ Names are loaded on first use (PEP 562), so `protocol.states` or `protocol.signa
 imported on PID 1's boot path without pulling in msgpack.
 """
 
-import importlib
-
 _WHERE = {
     "BAD_REQUEST": "errors",
     "ERROR_CODES": "errors",
@@ -94,7 +92,7 @@ def __getattr__(name: str) -> object:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'protocol' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
     globals()[name] = value
     return value
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
+import msgpack
 import pytest
 
+from protocol import pack_request
 from tests.conftest import needs_root
 from tests.harness import Booted, Tree, wait_until, write_to_reader
 
@@ -39,6 +42,19 @@ def fd_count(pid: int) -> int:
 # --- a stop that follows a start -------------------------------------------------------------
 
 
+def send_pipelined(sock: socket.socket, *requests: tuple[str, list[object]]) -> list[object]:
+    """Write every request in one go (served in one loop turn), then read every reply."""
+    sock.sendall(b"".join(pack_request(i, m, p) for i, (m, p) in enumerate(requests)))
+    unpacker = msgpack.Unpacker(raw=False)
+    replies: list[object] = []
+    while len(replies) < len(requests):
+        data = sock.recv(1 << 16)
+        assert data, "overlayd closed the connection"
+        unpacker.feed(data)
+        replies.extend(unpacker)
+    return replies
+
+
 def test_start_then_stop_back_to_back_500_times_leaves_nothing_stuck_stopping(
     boot, tree: Tree
 ) -> None:
@@ -46,11 +62,14 @@ def test_start_then_stop_back_to_back_500_times_leaves_nothing_stuck_stopping(
     for name in names:
         tree.service(name, "exec sleep 1000", down=True)
     booted = boot()
-    with booted.client(timeout=90) as client:
+    with booted.client(timeout=90) as client, socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(booted.socket))
         for _ in range(50):
-            client.start(names)
-            client.stop(names)
-        assert client.wait("down", names, 60) is True
+            replies = send_pipelined(sock, ("start", [names]), ("stop", [names]))
+            assert [reply[2] for reply in replies] == [None, None], replies  # type: ignore[index]
+            # Not stuck: a stop that followed a start reaches the new process (a later
+            # start of a service still stopping only changes what it wants).
+            assert client.wait("down", names, 30) is True
         states = {record["name"]: record["state"] for record in client.status(names)}
     assert set(states.values()) == {"down"}, states
     wait_until(lambda: "sleep" not in comms(booted), what="every sleep gone")
@@ -76,8 +95,8 @@ def test_a_second_stop_resends_the_down_signal_to_a_service_still_stopping(
 
 
 def test_docker_stop_during_boot_never_sigkills_a_prompt_service_50_times(tree: Tree) -> None:
-    for name in ("a", "b", "c"):
-        tree.service(name, "exec sleep 1000")
+    for i in range(20):  # the TERM lands while the last ones are still being forked
+        tree.service(f"s{i}", "exec sleep 1000")
     for attempt in range(50):
         with Booted(tree) as booted:
             booted.wait_for("services.d: starting")
@@ -91,7 +110,7 @@ def test_services_stopped_by_a_stage2_failure_the_instant_they_started_stop_clea
 ) -> None:
     """Behaviour 2 with a broken directory stops the services in the very turn that forked
     them: every stop lands before the children's setsid()."""
-    for i in range(10):
+    for i in range(30):
         tree.service(f"s{i}", "exec sleep 1000")
     (tree.etc / "services.d" / "broken").mkdir()  # no run file
     booted = boot(env={"S6_BEHAVIOUR_IF_STAGE2_FAILS": "2"})
@@ -117,6 +136,21 @@ def test_behaviour_2_after_a_failed_cont_init_starts_no_service_and_no_cmd(
     assert booted.count("services.d: starting") == 0
 
 
+def test_docker_stop_during_cont_init_starts_no_service_and_no_cmd(boot, tree: Tree) -> None:
+    """Stage 2 is cancelled where it waits: the script's end does not resume the boot."""
+    svc_ran, cmd_ran = tree.base / "svc-ran", tree.base / "cmd-ran"
+    tree.script("cont-init.d", "10-slow", "trap 'echo init-got-TERM; exit 0' TERM; "
+                "echo init-waiting; while :; do sleep 0.05; done")
+    tree.service("svc", f": > {svc_ran}; exec sleep 100")
+    booted = boot("sh", "-c", f": > {cmd_ran}")
+    booted.wait_for("^init-waiting$")
+    booted.kill(signal.SIGTERM)
+    assert booted.wait() == 0, booted.output
+    booted.wait_for("^init-got-TERM$")  # the final kill reached it, and it exited 0
+    assert not svc_ran.exists() and not cmd_ran.exists(), booted.output
+    assert booted.count("services.d: starting") == 0
+
+
 # --- rescan ------------------------------------------------------------------------------------
 
 
@@ -131,6 +165,8 @@ def test_hup_during_cont_init_starts_no_service_before_cont_init_has_finished(
     booted.wait_for("cont-init.d/10-gate: running")
     booted.kill(signal.SIGHUP)
     booted.wait_for("SIGHUP")
+    with booted.client() as client:  # served after the SIGHUP was handled
+        assert client.status() == [], "a service exists while cont-init.d is still running"
     write_to_reader(gate, b"go\n")
     booted.wait_for("^svc-up$")
     lines = booted.lines
@@ -253,3 +289,62 @@ def test_a_crash_loop_is_visible_at_the_default_verbosity_without_flooding(
     booted.wait_for("^crashy-ran$", count=4)
     booted.wait_for("service crashy: exited unexpectedly, exit code 3")
     assert booted.count("service crashy: exited unexpectedly") == 1, booted.output
+
+
+# --- a finish that cannot be forked ------------------------------------------------------------
+
+PIDS_HIERARCHY = Path("/sys/fs/cgroup/pids")
+
+
+@pytest.fixture
+def pids_cgroup(tmp_path: Path):
+    """A cgroup v1 `pids` group of our own, to make fork() fail with EAGAIN on demand."""
+    if not os.access(PIDS_HIERARCHY / "cgroup.procs", os.W_OK):
+        pytest.skip("needs a writable cgroup v1 pids hierarchy")
+    group = PIDS_HIERARCHY / f"overlayd-test-{os.getpid()}-{tmp_path.name}"
+    group.mkdir()
+    try:
+        yield group
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            try:
+                (PIDS_HIERARCHY / "cgroup.procs").write_text(pid)
+            except OSError:
+                pass
+        group.rmdir()
+
+
+def test_finish_that_cannot_be_forked_still_reports_down_before_the_next_start(
+    boot, tree: Tree, pids_cgroup: Path
+) -> None:
+    tree.service("svc", "echo svc-up; exec sleep 1000", finish="echo finish-ran")
+    booted = boot(env={"S6_VERBOSITY": "3"})
+    booted.wait_for("^svc-up$")
+    booted.wait_for("service svc: up$")
+    (pids_cgroup / "cgroup.procs").write_text(str(booted.init_pid))  # overlayd alone moves
+    (pids_cgroup / "pids.max").write_text("1")  # so its next fork fails
+    with booted.client() as client:
+        os.kill(_host_pid(booted, client.status(["svc"])[0]["pid"]), signal.SIGKILL)
+        booted.wait_for("cannot run finish")
+        booted.wait_for("service svc: down$")
+        (pids_cgroup / "pids.max").write_text("max")
+        assert client.wait("up", ["svc"], 20)
+    booted.wait_for("^svc-up$", count=2)
+    states = [line.rsplit(": ", 1)[1] for line in booted.lines if "debug: service svc: " in line]
+    after_kill = states[states.index("up") + 1 :]
+    assert "down" in after_kill, states
+    assert after_kill.index("down") < after_kill.index("up"), states
+    assert booted.count("^finish-ran$") == 0
+
+
+def _host_pid(booted: Booted, ns_pid: int) -> int:
+    """The host pid of a process overlayd's namespace calls `ns_pid`."""
+    for pid in booted.descendants():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and line.split()[-1] == str(ns_pid):
+                return pid
+    raise AssertionError(f"no process with namespace pid {ns_pid}")
