@@ -9,24 +9,25 @@ failed; when the check itself exits, whatever it left behind in its group is kil
 checks can never pile up. A check that never stops printing is read for `OUTPUT_MAX` bytes,
 then its pipe is closed: its next write gets SIGPIPE, so PID 1 never spins on it.
 
-Everything outside this module is reached through a `CheckHost`, so unit tests drive runs with a
-manual clock and fake processes.
+Everything outside this module is reached through the services' `Runtime` (service.py): its
+clock, timers, fds, `spawn_check`, `watch`, `signal_group` and `sweep_group`. Unit tests hand
+in a fake with a manual clock and fake processes.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 
 from . import spawn
-from .reaper import ExitStatus
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
-    from .loop import Loop, Timer
-    from .reaper import Reaper
+    from collections.abc import Callable
+
+    from .loop import Timer
+    from .reaper import ExitStatus
+    from .service import Runtime
 
 LAST_LINE_MAX = 1024  # bytes of the last output line kept (DESIGN §13)
 READ_CHUNK = 65536  # one read per readable event
@@ -72,60 +73,34 @@ class LastLine:
         return self._last.decode("utf-8", "replace").strip()
 
 
-class CheckHost:
-    """What a check needs from overlayd: the loop's timers and fds, spawning, reaping, killing."""
+def spawn_check(argv: list[str], env: dict[str, str], cwd: str) -> tuple[int, int]:
+    """Start a check in a new session with its output on a pipe; (pid, the pipe's read end).
 
-    def __init__(self, loop: Loop, reaper: Reaper, child_env: Callable[[], dict[str, str]]):
-        self.loop = loop
-        self.reaper = reaper
-        self.child_env = child_env
+    Through spawn.spawn (fork), not os.posix_spawn: posix_spawn would save PID 1 about 0.5 ms
+    a check, but glibc leaves its two internal signals (32, 33) ignored in the child, and a
+    check must start with the signals `run` gets.
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = spawn.spawn(
+            argv, env, cwd=cwd, new_session=True,
+            stdin=spawn.devnull(), stdout=write_end, stderr=write_end,
+        )
+    except OSError:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    os.set_blocking(read_end, False)
+    return pid, read_end
 
-    def time(self) -> float:
-        return self.loop.time()
 
-    @staticmethod
-    def wall_time() -> float:
-        return time.time()
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        return self.loop.call_later(delay, callback)
-
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        self.loop.add_reader(fd, callback)
-
-    def remove_reader(self, fd: int) -> None:
-        self.loop.remove_reader(fd)
-
-    def spawn(self, argv: list[str], cwd: str) -> tuple[int, int]:
-        """Start `argv` in a new session with its output on a pipe; (pid, the pipe's read end).
-
-        Through spawn.spawn (fork), not os.posix_spawn: posix_spawn would save PID 1 about
-        0.5 ms a check, but glibc leaves its two internal signals (32, 33) ignored in the child,
-        and a check must start with the signals `run` gets.
-        """
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        try:
-            pid = spawn.spawn(
-                argv, self.child_env(), cwd=cwd, new_session=True,
-                stdin=spawn.devnull(), stdout=write_end, stderr=write_end,
-            )
-        except OSError:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)
-        os.set_blocking(read_end, False)
-        return pid, read_end
-
-    def watch(self, pid: int, on_exit: Callable[[ExitStatus], None]) -> None:
-        self.reaper.watch(pid, on_exit)
-
-    @staticmethod
-    def killpg(pgid: int, signum: int) -> None:
-        try:
-            os.killpg(pgid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
+def sweep_group(pgid: int) -> None:
+    """SIGKILL what a finished check left in its group; never a lone pid (it may be reused)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class CheckResult:
@@ -149,7 +124,7 @@ class CheckRun:
 
     def __init__(
         self,
-        host: CheckHost,
+        host: Runtime,
         argv: list[str],
         cwd: str,
         timeout: float | None,
@@ -166,7 +141,7 @@ class CheckRun:
         self.cancelled = False
         self.timed_out = False
         try:
-            self.pid, self._fd = host.spawn(argv, cwd)
+            self.pid, self._fd = host.spawn_check(argv, cwd)
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in argv or env
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             failure = CheckResult(False, f"cannot start {argv[0]}: {detail}", "")
@@ -185,7 +160,7 @@ class CheckRun:
         self._stop_timer()
         self._close()
         if self.pid is not None:
-            self._host.killpg(self.pid, signal.SIGKILL)  # the reaper still collects it
+            self._host.signal_group(self.pid, signal.SIGKILL)  # the reaper still collects it
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -225,7 +200,7 @@ class CheckRun:
         self._timer = None
         self.timed_out = True
         if self.pid is not None:
-            self._host.killpg(self.pid, signal.SIGKILL)  # the exit comes through the reaper
+            self._host.signal_group(self.pid, signal.SIGKILL)  # its exit comes through the reaper
 
     def _exited(self, status: ExitStatus) -> None:
         if self.cancelled:
@@ -236,7 +211,7 @@ class CheckRun:
                 break
         self._close()
         if self.pid is not None:
-            self._host.killpg(self.pid, signal.SIGKILL)  # anything it left running in its group
+            self._host.sweep_group(self.pid)  # anything it left running in its group
         what = f"timed out after {self._timeout:g} s" if self.timed_out else status.describe()
         self._finish(CheckResult(status.code == 0 and not self.timed_out, what, ""))
 
@@ -248,3 +223,44 @@ class CheckRun:
         self._output.close()
         result.output = self._output.text
         self._done(result)
+
+
+class CheckLoop:
+    """One check at a time for one service: either the timer to the next run, or the run."""
+
+    __slots__ = ("_host", "_run", "_timer", "cwd", "name")
+
+    def __init__(self, host: Runtime, name: str, cwd: str) -> None:
+        self._host = host
+        self.name = name
+        self.cwd = cwd
+        self._timer: Timer | None = None
+        self._run: CheckRun | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._timer is not None or self._run is not None
+
+    def _after(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._timer = self._host.call_later(seconds, callback)
+
+    def _check(self, argv: list[str], timeout: float | None) -> None:
+        """Start a run now (the timer has fired); `_ended` gets its result."""
+        self._timer = None
+        self._run = CheckRun(self._host, argv, self.cwd, timeout, self._done)
+
+    def _done(self, result: CheckResult) -> None:
+        self._run = None
+        self._ended(result)
+
+    def _ended(self, result: CheckResult) -> None:
+        raise NotImplementedError
+
+    def _halt(self) -> None:
+        """No timer, no check process."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._run is not None:
+            self._run.cancel()
+            self._run = None

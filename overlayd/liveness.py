@@ -20,11 +20,11 @@ from collections import namedtuple
 from collections.abc import Callable
 
 from . import log, spawn
-from .check_process import CheckHost, CheckResult, CheckRun
+from .check_process import CheckLoop, CheckResult
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
-    from .loop import Timer
+    from .service import Runtime
 
 DEFAULT_INTERVAL_MS = 10000
 DEFAULT_TIMEOUT_MS = 5000
@@ -80,7 +80,7 @@ def read_health(directory: str) -> HealthSpec | None:
     )
 
 
-class Liveness:
+class Liveness(CheckLoop):
     """The liveness checks of one service.
 
     `on_change()` is called whenever `health` changes; `on_action(action, why)` once `retries`
@@ -88,36 +88,28 @@ class Liveness:
     """
 
     __slots__ = (
-        "_host", "_on_action", "_on_change", "_run", "_timer", "checked_at", "cwd", "failures",
-        "health", "last_output", "last_what", "name", "spec",
+        "_on_action", "_on_change", "checked_at", "failures", "health", "last_output",
+        "last_what", "spec",
     )
 
     def __init__(
         self,
-        host: CheckHost,
+        host: Runtime,
         spec: HealthSpec,
         name: str,
         cwd: str,
         on_change: Callable[[], None],
         on_action: Callable[[str, str], None],
     ) -> None:
-        self._host = host
+        super().__init__(host, name, cwd)
         self.spec = spec
-        self.name = name
-        self.cwd = cwd
         self._on_change = on_change
         self._on_action = on_action
-        self._timer: Timer | None = None
-        self._run: CheckRun | None = None
         self.health: str | None = None
         self.failures = 0
         self.checked_at: float | None = None  # epoch seconds the last check ended
         self.last_output = ""
         self.last_what = ""
-
-    @property
-    def active(self) -> bool:
-        return self._timer is not None or self._run is not None
 
     def service_up(self) -> None:
         """The service is up (or ready): the first check runs one interval from now."""
@@ -127,30 +119,21 @@ class Liveness:
 
     def service_down(self) -> None:
         """The service is no longer up: no timer, no check process, no verdict."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._run is not None:
-            self._run.cancel()
-            self._run = None
+        self._halt()
         self.failures = 0
         self._set_health(None)
 
     def _schedule(self) -> None:
-        self._timer = self._host.call_later(self.spec.interval_ms / 1000, self._start_check)
+        self._after(self.spec.interval_ms / 1000, self._start_check)
 
     def _start_check(self) -> None:
-        self._timer = None
         argv, warning = spawn.script_argv(self.spec.check)
         if warning:
             log.debug(warning)  # said once per check otherwise: every interval
-        self._run = CheckRun(
-            self._host, argv, self.cwd, self.spec.timeout_ms / 1000, self._check_ended
-        )
+        self._check(argv, self.spec.timeout_ms / 1000)
 
-    def _check_ended(self, result: CheckResult) -> None:
-        self._run = None
-        self.checked_at = self._host.wall_time()
+    def _ended(self, result: CheckResult) -> None:
+        self.checked_at = self._host.wall()
         self.last_output = result.output
         self.last_what = result.what
         if result.passed:

@@ -21,11 +21,11 @@ from collections import namedtuple
 from collections.abc import Callable
 
 from . import log, spawn
-from .check_process import CheckHost, CheckResult, CheckRun
+from .check_process import CheckLoop, CheckResult
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
-    from .loop import Timer
+    from .service import Runtime
 
 OPTIONS_FILE = "notifyoncheck-options"
 TOOL = b"s6-notifyoncheck"
@@ -101,58 +101,42 @@ def read_poll_options(directory: str, has_notification_fd: bool) -> PollOptions 
     return options
 
 
-class ReadinessPoller:
+class ReadinessPoller(CheckLoop):
     """Polls one service's check from its spawn until it passes, times out or runs out of tries.
 
     `on_ready()` is called once, on the first pass. `stop()` (the service died, or became ready
     another way) ends the polling and kills a running check.
     """
 
-    __slots__ = (
-        "_host", "_on_ready", "_run", "_started", "_timer", "cwd", "gave_up", "last", "name",
-        "options", "tries",
-    )
+    __slots__ = ("_on_ready", "_started", "gave_up", "last", "options", "tries")
 
     def __init__(
         self,
-        host: CheckHost,
+        host: Runtime,
         options: PollOptions,
         name: str,
         cwd: str,
         on_ready: Callable[[], None],
     ) -> None:
-        self._host = host
+        super().__init__(host, name, cwd)
         self.options = options
-        self.name = name
-        self.cwd = cwd
         self._on_ready = on_ready
-        self._timer: Timer | None = None
-        self._run: CheckRun | None = None
         self._started = 0.0
         self.tries = 0
         self.gave_up: str | None = None  # why polling stopped without readiness
         self.last: CheckResult | None = None
 
-    @property
-    def active(self) -> bool:
-        return self._timer is not None or self._run is not None
-
     def start(self) -> None:
         """The service was just spawned."""
-        self.stop()
+        self._halt()
         self.tries = 0
         self.gave_up = None
         self.last = None
-        self._started = self._host.time()
-        self._timer = self._host.call_later(self.options.initial_sleep_ms / 1000, self._try)
+        self._started = self._host.now()
+        self._after(self.options.initial_sleep_ms / 1000, self._try)
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._run is not None:
-            self._run.cancel()
-            self._run = None
+        self._halt()
 
     def _argv(self) -> list[str]:
         if self.options.checkprog is not None:
@@ -165,7 +149,7 @@ class ReadinessPoller:
         total = self.options.global_timeout_ms
         if not total:
             return None
-        return total / 1000 - (self._host.time() - self._started)
+        return total / 1000 - (self._host.now() - self._started)
 
     def _try(self) -> None:
         self._timer = None
@@ -177,10 +161,9 @@ class ReadinessPoller:
         if left is not None:
             local = left if local is None else min(local, left)
         self.tries += 1
-        self._run = CheckRun(self._host, self._argv(), self.cwd, local, self._ended)
+        self._check(self._argv(), local)
 
     def _ended(self, result: CheckResult) -> None:
-        self._run = None
         self.last = result
         if result.passed:
             self._on_ready()
@@ -194,7 +177,7 @@ class ReadinessPoller:
         if left is not None and left <= 0:
             self._give_up(f"not ready after {self.options.global_timeout_ms} ms (-T)")
             return
-        self._timer = self._host.call_later(wait if left is None else min(wait, left), self._try)
+        self._after(wait if left is None else min(wait, left), self._try)
 
     def _give_up(self, why: str) -> None:
         output = self.last.output if self.last is not None else ""

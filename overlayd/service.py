@@ -59,7 +59,7 @@ from protocol.states import (
 )
 
 from . import log, spawn
-from .check_process import CheckHost
+from .check_process import spawn_check, sweep_group
 from .reaper import ExitStatus
 from .service_checks import ServiceChecks
 
@@ -223,14 +223,6 @@ class Runtime:
         self.shutting_down = False  # requests to run are refused from now on
         #: health/action `shutdown`: called with the service and why (set by stages.py)
         self.on_health_shutdown: Callable[[Service, str], None] | None = None
-        self._check_host: CheckHost | None = None
-
-    @property
-    def check_host(self) -> CheckHost:
-        """What readiness and health checks run on (made on first use)."""
-        if self._check_host is None:
-            self._check_host = CheckHost(self.loop, self.reaper, self.child_env)
-        return self._check_host
 
     def spawn(
         self, argv: list[str], cwd: str, stdin: int | None, stdout: int | None,
@@ -242,6 +234,12 @@ class Runtime:
             argv, self.child_env(), cwd=cwd, new_session=True,
             stdin=spawn.devnull() if stdin is None else stdin, stdout=stdout, extra_fds=extra_fds,
         )
+
+    def spawn_check(self, argv: list[str], cwd: str) -> tuple[int, int]:
+        """A readiness or health check: (pid, its output pipe's read end). Raises OSError."""
+        return spawn_check(argv, self.child_env(), cwd)
+
+    sweep_group = staticmethod(sweep_group)  # what a finished check left behind
 
     def watch(self, pid: int, on_exit: Callable[[ExitStatus], None]) -> None:
         self.reaper.watch(pid, on_exit)
@@ -644,7 +642,7 @@ class Service:
         self.checks = None
         if spec is not None:
             self.checks = ServiceChecks(
-                self.rt.check_host, spec, self.name, self.definition.directory,
+                self.rt, spec, self.name, self.definition.directory,
                 self._on_check, lambda: self.rt.on_change(self),
             )
 

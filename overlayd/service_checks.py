@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable
 
-from .check_process import CheckHost
 from .give_up import DEFAULT_POLICY, DeathTally, GiveUpPolicy, StartFailures, read_give_up
 from .liveness import HealthSpec, Liveness, read_health
 from .readiness_check import PollOptions, ReadinessPoller, read_poll_options
@@ -19,6 +18,7 @@ from .readiness_check import PollOptions, ReadinessPoller, read_poll_options
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
     from .loop import Timer
+    from .service import Runtime
 
 ChecksSpec = namedtuple("ChecksSpec", ("health", "poll", "give_up"))
 ChecksSpec.__doc__ = "health/ (HealthSpec|None), data/check polling (PollOptions|None), policy."
@@ -51,7 +51,7 @@ class ServiceChecks:
 
     def __init__(
         self,
-        host: CheckHost,
+        host: Runtime,
         spec: ChecksSpec,
         name: str,
         directory: str,
@@ -105,7 +105,7 @@ class ServiceChecks:
 
     def died(self, code: int | None, signum: int | None) -> None:
         """`run` ended, asked to or not: into the death tally."""
-        self.tally.add(self._host.wall_time(), code, signum)
+        self.tally.add(self._host.wall(), code, signum)
         self.tally.write_for_s6(self.directory)
 
     def start_ended(self, lived: float) -> str | None:

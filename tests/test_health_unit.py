@@ -40,42 +40,43 @@ class FakeTimer:
 
 
 class FakeHost:
-    """CheckHost with a manual clock; spawned checks wait for `exit()`."""
+    """The Runtime's side that checks use, with a manual clock; checks wait for `exit()`."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.clock = 1000.0
         self.timers: list[FakeTimer] = []
         self.readers: dict[int, object] = {}
         self.spawned: list[list[str]] = []
         self.running: dict[int, tuple[object, int]] = {}  # pid → (on_exit, write end)
         self.killed: list[tuple[int, int]] = []
+        self.swept: list[int] = []  # groups swept after their check exited
         self.next_pid = 100
         self.fail_spawn = False
 
     # clock
-    def time(self) -> float:
-        return self.now
+    def now(self) -> float:
+        return self.clock
 
-    def wall_time(self) -> float:
-        return 1_700_000_000.0 + self.now
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self.clock
 
     def call_later(self, delay: float, callback) -> FakeTimer:
-        timer = FakeTimer(self.now + delay, callback)
+        timer = FakeTimer(self.clock + delay, callback)
         heapq.heappush(self.timers, timer)
         return timer
 
     def advance(self, seconds: float) -> None:
-        end = self.now + seconds
+        end = self.clock + seconds
         while self.timers and self.timers[0].when <= end:
             timer = heapq.heappop(self.timers)
             if timer.cancelled:
                 continue
-            self.now = max(self.now, timer.when)
+            self.clock = max(self.clock, timer.when)
             timer.callback()
-        self.now = end
+        self.clock = end
 
     def pending(self) -> list[float]:
-        return sorted(t.when - self.now for t in self.timers if not t.cancelled)
+        return sorted(t.when - self.clock for t in self.timers if not t.cancelled)
 
     # fds
     def add_reader(self, fd: int, callback) -> None:
@@ -85,7 +86,7 @@ class FakeHost:
         self.readers.pop(fd, None)
 
     # processes
-    def spawn(self, argv: list[str], cwd: str) -> tuple[int, int]:
+    def spawn_check(self, argv: list[str], cwd: str) -> tuple[int, int]:
         if self.fail_spawn:
             raise OSError(11, "Resource temporarily unavailable")
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -99,8 +100,11 @@ class FakeHost:
     def watch(self, pid: int, on_exit) -> None:
         self.running[pid] = (on_exit, self.running[pid][1])
 
-    def killpg(self, pgid: int, signum: int) -> None:
+    def signal_group(self, pgid: int, signum: int) -> None:
         self.killed.append((pgid, signum))
+
+    def sweep_group(self, pgid: int) -> None:
+        self.swept.append(pgid)
 
     def write(self, pid: int, data: bytes) -> None:
         """The check prints; the loop sees the pipe readable."""
@@ -161,7 +165,7 @@ def test_a_check_that_exits_0_passes_with_its_last_line(host: FakeHost) -> None:
     host.write(run.pid, b"starting\nall good\n")
     host.exit(run.pid, 0)
     assert [(r.passed, r.what, r.output) for r in results] == [(True, "exit code 0", "all good")]
-    assert host.readers == {}
+    assert host.readers == {} and host.swept == [run.pid]  # whatever it left is killed
 
 
 def test_a_hanging_check_is_killed_at_its_timeout_and_fails(host: FakeHost) -> None:
@@ -444,7 +448,6 @@ def checked_service(tmp_path: Path, files: dict[str, str]):
     from tests.test_service_table_unit import FakeRuntime, make_dir
 
     rt = FakeRuntime()
-    rt.check_host = FakeHost()  # type: ignore[attr-defined]
     directory = make_dir(tmp_path / "svc", fd="notification-fd" in files, finish=False)
     for name, text in files.items():
         (directory / name).write_text(text)
@@ -474,8 +477,8 @@ def test_timeout_up_stops_a_starting_service_and_leaves_it_failed(tmp_path: Path
     service, rt = checked_service(tmp_path, {"notification-fd": "3\n", "timeout-up": "500\n"})
     service.start()
     assert service.state == "starting"
-    host: FakeHost = rt.check_host  # type: ignore[attr-defined]
-    host.advance(0.5)
+    assert [t.delay for t in rt.live_timers()] == [0.5]
+    rt.fire_timer()  # timeout-up
     assert service.state == "stopping" and rt.signals[0][1] == signal.SIGTERM
     rt.watched.pop(service.pid)(ExitStatus(None, signal.SIGTERM))
     assert (service.state, service.reason) == (
@@ -490,9 +493,7 @@ def test_a_service_ready_in_time_cancels_timeout_up(tmp_path: Path) -> None:
     service, rt = checked_service(tmp_path, {"notification-fd": "3\n", "timeout-up": "500\n"})
     service.start()
     service.fire(svc.NOTIFIED)
-    host: FakeHost = rt.check_host  # type: ignore[attr-defined]
-    host.advance(5)
-    assert service.state == "ready" and rt.signals == []
+    assert service.state == "ready" and rt.live_timers() == []
 
 
 def test_a_check_that_never_stops_printing_is_cut_off_after_the_output_bound(
@@ -523,7 +524,7 @@ def test_a_check_that_cannot_be_exec_prepared_fails_cleanly(host: FakeHost) -> N
     def refuse(argv: list[str], cwd: str) -> tuple[int, int]:
         raise ValueError("embedded null byte")
 
-    host.spawn = refuse  # type: ignore[method-assign]
+    host.spawn_check = refuse  # type: ignore[method-assign]
     results: list[CheckResult] = []
     CheckRun(host, ["che\0ck"], "/", 1.0, results.append)
     host.advance(0)
