@@ -198,6 +198,8 @@ def format_event(record: Mapping[str, Any]) -> str:
         parts.append(f"pid={record['pid']}")
     if state not in RUNNING_STATES and record.get("last_exit"):
         parts.append(f"exit={format_last_exit(record['last_exit'])}")
+    if record.get("health"):  # a health change is an event too (same state)
+        parts.append(f"health={record['health']}")
     return " ".join(parts)
 
 

@@ -261,6 +261,8 @@ def test_format_event_line() -> None:
     assert render.format_event(record) == "2026-11-29T08:30:01 web up pid=123"
     down = dict(RECORDS[1], since=since)
     assert render.format_event(down) == "2026-11-29T08:30:01 db backoff exit=SIGKILL"
+    sick = dict(RECORDS[0], since=since, health="unhealthy")
+    assert render.format_event(sick) == "2026-11-29T08:30:01 web up pid=123 health=unhealthy"
 
 
 def test_error_line_is_always_one_line() -> None:
