@@ -119,8 +119,11 @@ _ = ((), SAME)  # an event with no meaning in this state: ignored
 
 
 def _row(**cells: tuple[tuple[str, ...], str]) -> dict[str, tuple[tuple[str, ...], str]]:
-    """One state's row: every event, ignored unless named."""
+    """One state's row: every event, ignored unless named (`exit_finish=` names exit-finish)."""
     named = {event.replace("_", "-"): cell for event, cell in cells.items()}
+    unknown = set(named) - set(EVENTS)
+    if unknown:
+        raise ValueError(f"no such event: {', '.join(sorted(unknown))}")
     return {event: named.get(event, _) for event in EVENTS}
 
 
