@@ -370,3 +370,52 @@ def test_a_check_that_never_stops_printing_is_cut_off_not_read_for_ever(boot, tr
     wait_record(booted, "api", "unhealthy", health="unhealthy")
     result = booted.ctl("check")
     assert "killed by SIGPIPE: y" in result.stderr, result.stderr
+
+
+def test_health_checks_wait_until_the_service_is_ready(boot, tree: Tree) -> None:
+    svc = tree.service(
+        "db",
+        "exec sleep 1000",  # never writes on its notification fd
+        files={
+            "notification-fd": "3\n",
+            "health/interval": "50\n",
+            "health/action": "mark\n",
+        },
+    )
+    tree.write("etc/services.d/db/health/check", "#!/bin/sh\necho x >> checks\n")
+    booted = boot()
+    wait_record(booted, "db", "starting", state="starting")
+    time.sleep(0.5)  # a window of ten intervals in which no check may run
+    assert lines(svc / "checks") == []
+    assert record(booted, "db")["health"] is None
+
+
+def test_a_hung_readiness_check_is_killed_at_t_and_the_next_try_runs(boot, tree: Tree) -> None:
+    svc = tree.service(
+        "db",
+        UP.format(name="db"),
+        files={"notification-fd": "3\n", "notifyoncheck-options": "-t 200 -w 50\n"},
+    )
+    tree.write(
+        "etc/services.d/db/data/check",
+        "#!/bin/sh\necho try >> tries\n"
+        'if [ "$(wc -l < tries)" -lt 2 ]; then exec sleep 555; fi\n',
+    )
+    booted = boot()
+    with booted.client() as client:
+        assert client.wait("ready", ["db"], timeout=20) is True
+    assert lines(svc / "tries") == ["try", "try"]
+    assert not [p for p in booted.descendants() if b"555" in _cmdline(p)]
+
+
+def test_a_bad_health_file_fails_that_service_only_with_one_clear_line(boot, tree: Tree) -> None:
+    tree.service("bad", "exec sleep 1000", files={"health/action": "reboot\n"})
+    tree.write("etc/services.d/bad/health/check", "#!/bin/sh\n")
+    tree.service("good", UP.format(name="good"))
+    booted = boot()
+    booted.wait_for("^good-up$")
+    rec = record(booted, "bad")
+    assert rec["state"] == "failed"
+    assert "health/action holds 'reboot', not one of restart, mark, shutdown" in rec["reason"]
+    assert booted.count(r"health/action holds 'reboot'") == 1
+    assert record(booted, "good")["state"] == "up"
