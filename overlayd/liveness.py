@@ -19,6 +19,8 @@ import os
 from collections import namedtuple
 from collections.abc import Callable
 
+from protocol.states import HEALTHY, UNHEALTHY
+
 from . import log, spawn
 from .check_process import CheckLoop, CheckResult
 
@@ -31,8 +33,6 @@ DEFAULT_TIMEOUT_MS = 5000
 DEFAULT_RETRIES = 3
 MIN_INTERVAL_MS = 10  # a 0 interval would fork checks back to back forever
 ACTIONS = ("restart", "mark", "shutdown")
-HEALTHY = "healthy"
-UNHEALTHY = "unhealthy"
 
 HealthSpec = namedtuple("HealthSpec", ("check", "interval_ms", "timeout_ms", "retries", "action"))
 HealthSpec.__doc__ = "What a service's health/ directory says (times in ms)."

@@ -11,6 +11,17 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable
 
+from protocol.states import (
+    DOWN,
+    K_HEALTH,
+    K_HEALTH_CHECKED,
+    K_HEALTH_OUTPUT,
+    READY,
+    STARTING,
+    UNHEALTHY,
+    UP,
+)
+
 from .give_up import DEFAULT_POLICY, DeathTally, GiveUpPolicy, StartFailures, read_give_up
 from .liveness import HealthSpec, Liveness, read_health
 from .readiness_check import PollOptions, ReadinessPoller, read_poll_options
@@ -24,7 +35,7 @@ ChecksSpec = namedtuple("ChecksSpec", ("health", "poll", "give_up"))
 ChecksSpec.__doc__ = "health/ (HealthSpec|None), data/check polling (PollOptions|None), policy."
 NO_CHECKS = ChecksSpec(None, None, DEFAULT_POLICY)
 
-UP_STATES = frozenset(("up", "ready"))
+UP_STATES = frozenset((UP, READY))
 
 
 def read_checks(directory: str, notification_fd: int | None) -> ChecksSpec:
@@ -98,7 +109,7 @@ class ServiceChecks:
                 self.liveness.service_up()
         elif self.liveness is not None:
             self.liveness.service_down()
-        if state != "starting":
+        if state != STARTING:
             self._cancel_timeout_up()
             if self.poller is not None:
                 self.poller.stop()
@@ -118,7 +129,7 @@ class ServiceChecks:
 
     def close(self) -> None:
         """The service is forgotten (rescan): no timer, no process left behind."""
-        self.state_changed("down")
+        self.state_changed(DOWN)
 
     # --- record -------------------------------------------------------------------------------
     @property
@@ -129,15 +140,15 @@ class ServiceChecks:
         """Keys added to the service's status record."""
         live = self.liveness
         return {
-            "health": self.health,
-            "health_checked": live.checked_at if live is not None else None,
-            "health_output": live.last_output if live is not None and live.checked_at else None,
+            K_HEALTH: self.health,
+            K_HEALTH_CHECKED: live.checked_at if live is not None else None,
+            K_HEALTH_OUTPUT: live.last_output if live is not None and live.checked_at else None,
         }
 
     def problem(self) -> str | None:
         """Why `overlayctl check` should fail for this service's checks, or None."""
         live = self.liveness
-        if live is not None and live.health == "unhealthy":
+        if live is not None and live.health == UNHEALTHY:
             return f"unhealthy: {self.spec.health.check}: {live.describe_failure()}"
         if self.poller is not None and self.poller.gave_up:
             return f"never ready: {self.poller.gave_up}"

@@ -46,9 +46,12 @@ RECORD_KEYS: tuple[str, ...] = (
 K_STARTED = "started"  # epoch seconds the running `run` was started, or null
 K_NOTIFICATION_FD = "notification_fd"
 K_REASON = "reason"  # why `failed` (or what went wrong last), or null
-K_HEALTH = "health"  # "healthy", "unhealthy", or null (no health/ check, no verdict, not up)
+K_HEALTH = "health"  # HEALTHY, UNHEALTHY, or null (no health/ check, no verdict, not up)
 K_HEALTH_CHECKED = "health_checked"  # epoch seconds the last health check ended, or null
 K_HEALTH_OUTPUT = "health_output"  # the last health check's last output line (≤ 1 KB), or null
+#: Values of `health` (DESIGN §13).
+HEALTHY = "healthy"  # the last liveness check passed
+UNHEALTHY = "unhealthy"  # `retries` liveness checks in a row failed
 # `last_exit`'s keys.
 K_CODE = "code"
 K_SIGNAL = "signal"

@@ -21,9 +21,10 @@ from overlayd.give_up import (
     StartFailures,
     read_give_up,
 )
-from overlayd.liveness import HEALTHY, UNHEALTHY, HealthSpec, Liveness, read_health
+from overlayd.liveness import HealthSpec, Liveness, read_health
 from overlayd.readiness_check import DEFAULTS, ReadinessPoller, parse_options, read_poll_options
 from overlayd.reaper import ExitStatus
+from protocol.states import HEALTHY, UNHEALTHY
 
 
 class FakeTimer:
