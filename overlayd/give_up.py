@@ -24,51 +24,15 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import deque, namedtuple
+from collections import deque
 
-from .liveness import read_number
+from .check_specs import DEFAULT_MAX_DEATH_TALLY
 
-DEFAULT_MAX_DEATH_TALLY = 100
-MAX_DEATH_TALLY = 4096
-DEFAULT_START_SECS = 1.0
+TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
+if TYPE_CHECKING:
+    from .check_specs import GiveUpPolicy
+
 TAI_OFFSET = (1 << 62) + 10  # TAI64 label of the Unix epoch, as skalibs computes it
-
-GiveUpPolicy = namedtuple(
-    "GiveUpPolicy", ("max_death_tally", "start_retries", "start_secs", "timeout_up_ms")
-)
-GiveUpPolicy.__doc__ = "start_retries None: never give up; timeout_up_ms 0: no bound."
-DEFAULT_POLICY = GiveUpPolicy(DEFAULT_MAX_DEATH_TALLY, None, DEFAULT_START_SECS, 0)
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read(4096).strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def read_give_up(directory: str) -> GiveUpPolicy:
-    """The policy a service directory states; ValueError naming the file when one is bad."""
-    tally = min(
-        read_number(os.path.join(directory, "max-death-tally"), DEFAULT_MAX_DEATH_TALLY),
-        MAX_DEATH_TALLY,
-    )
-    retries = None
-    if _read_text(os.path.join(directory, "start-retries")) is not None:
-        retries = read_number(os.path.join(directory, "start-retries"), 0)
-    start_secs = DEFAULT_START_SECS
-    text = _read_text(os.path.join(directory, "start-secs"))
-    if text is not None:
-        try:
-            start_secs = float(text)
-        except ValueError:
-            start_secs = -1.0
-        if not 0 <= start_secs < 1e9:
-            raise ValueError(f"start-secs holds {text!r}, not a number of seconds")
-    timeout_up = read_number(os.path.join(directory, "timeout-up"), 0)
-    return GiveUpPolicy(tally, retries, start_secs, timeout_up)
-
 
 class DeathTally:
     """The last `limit` deaths of a service: (epoch seconds, exit code or 128+N, signal or 0)."""

@@ -1,4 +1,5 @@
-"""Liveness checks (DESIGN §13): a service's `health/` directory, run while it is up.
+"""Liveness checks (DESIGN §13): a service's `health/` directory (check_specs.py reads it),
+run while the service is up.
 
     health/check     executable (or run through its `#!`), cwd the service directory
     health/interval  ms from the end of one check to the start of the next (default 10000);
@@ -15,8 +16,6 @@ only per-service cost while idle: one timer, no process.
 
 from __future__ import annotations
 
-import os
-from collections import namedtuple
 from collections.abc import Callable
 
 from protocol.states import HEALTHY, UNHEALTHY
@@ -26,59 +25,8 @@ from .check_process import CheckLoop, CheckResult
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from .check_specs import HealthSpec
     from .service import Runtime
-
-DEFAULT_INTERVAL_MS = 10000
-DEFAULT_TIMEOUT_MS = 5000
-DEFAULT_RETRIES = 3
-MIN_INTERVAL_MS = 10  # a 0 interval would fork checks back to back forever
-ACTIONS = ("restart", "mark", "shutdown")
-
-HealthSpec = namedtuple("HealthSpec", ("check", "interval_ms", "timeout_ms", "retries", "action"))
-HealthSpec.__doc__ = "What a service's health/ directory says (times in ms)."
-
-
-def read_number(path: str, default: int, minimum: int = 0) -> int:
-    """A whole number from a one-line file; `default` when absent or empty; ValueError if bad."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            text = handle.read(4096).strip()
-    except FileNotFoundError:
-        return default
-    if text == "":
-        return default
-    if not (text.isascii() and text.isdigit()) or int(text) < minimum:
-        name = os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
-        raise ValueError(f"{name} holds {text!r}, not a whole number ≥ {minimum}")
-    return int(text)
-
-
-def read_health(directory: str) -> HealthSpec | None:
-    """The service's health/ directory, or None without one. Raises ValueError naming the file."""
-    health = os.path.join(directory, "health")
-    if not os.path.isdir(health):
-        return None
-    check = os.path.join(health, "check")
-    if not os.path.isfile(check):
-        raise ValueError("health/check is missing")
-    action = "restart"
-    try:
-        with open(os.path.join(health, "action"), encoding="utf-8", errors="replace") as handle:
-            action = handle.read(4096).strip() or "restart"
-    except FileNotFoundError:
-        pass
-    if action not in ACTIONS:
-        raise ValueError(f"health/action holds {action!r}, not one of {', '.join(ACTIONS)}")
-    return HealthSpec(
-        check=check,
-        interval_ms=read_number(
-            os.path.join(health, "interval"), DEFAULT_INTERVAL_MS, MIN_INTERVAL_MS
-        ),
-        timeout_ms=read_number(os.path.join(health, "timeout"), DEFAULT_TIMEOUT_MS, 1),
-        retries=read_number(os.path.join(health, "retries"), DEFAULT_RETRIES, 1),
-        action=action,
-    )
-
 
 class Liveness(CheckLoop):
     """The liveness checks of one service.

@@ -17,7 +17,6 @@ always). No process sleeps on overlayd's behalf: between tries there is one time
 from __future__ import annotations
 
 import os
-from collections import namedtuple
 from collections.abc import Callable
 
 from . import log, spawn
@@ -25,80 +24,10 @@ from .check_process import CheckLoop, CheckResult
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from .check_specs import PollOptions
     from .service import Runtime
 
-OPTIONS_FILE = "notifyoncheck-options"
-TOOL = b"s6-notifyoncheck"
 MIN_WAIT_MS = 10  # -w 0 with -n 0 would fork checks back to back for ever
-
-PollOptions = namedtuple(
-    "PollOptions",
-    ("initial_sleep_ms", "global_timeout_ms", "local_timeout_ms", "wait_ms", "tries", "checkprog"),
-)
-PollOptions.__doc__ = "s6-notifyoncheck's -s -T -t -w -n -c, in ms and counts."
-DEFAULTS = PollOptions(10, 0, 0, 1000, 7, None)
-_NUMERIC = {"-s": 0, "-T": 1, "-t": 2, "-w": 3, "-n": 4}
-
-
-def parse_options(words: list[str]) -> PollOptions:
-    """s6-notifyoncheck's options (`-d` and `-3 fd` accepted and ignored); ValueError if bad."""
-    values = list(DEFAULTS)
-    i = 0
-    while i < len(words):
-        word = words[i]
-        flag, attached = word[:2], word[2:]
-        if flag == "-d" and not attached:
-            i += 1
-            continue
-        if flag not in (*_NUMERIC, "-c", "-3") or not word.startswith("-"):
-            raise ValueError(f"{OPTIONS_FILE}: unknown option {word!r}")
-        if attached:
-            value = attached
-        elif i + 1 < len(words):
-            i += 1
-            value = words[i]
-        else:
-            raise ValueError(f"{OPTIONS_FILE}: {flag} needs a value")
-        i += 1
-        if flag == "-c":
-            values[5] = value
-        elif flag in _NUMERIC:
-            if not (value.isascii() and value.isdigit()):
-                raise ValueError(f"{OPTIONS_FILE}: {flag} {value!r} is not a whole number")
-            values[_NUMERIC[flag]] = int(value)
-    return PollOptions(*values)
-
-
-def _run_calls_the_tool(run: str) -> bool:
-    """Does the run script call s6-notifyoncheck itself? (its first 64 KB, comments skipped)"""
-    try:
-        with open(run, "rb") as handle:
-            text = handle.read(65536)
-    except OSError:
-        return False
-    return any(TOOL in line.split(b"#", 1)[0] for line in text.splitlines())
-
-
-def read_poll_options(directory: str, has_notification_fd: bool) -> PollOptions | None:
-    """How overlayd polls this service for readiness, or None when it does not.
-
-    None without a notification-fd, without `data/check` (unless `-c` names a check), or when
-    `run` calls s6-notifyoncheck itself. Raises ValueError for a bad options file.
-    """
-    if not has_notification_fd:
-        return None
-    options = DEFAULTS
-    try:
-        with open(os.path.join(directory, OPTIONS_FILE), encoding="utf-8") as handle:
-            options = parse_options(handle.read(4096).split())
-    except FileNotFoundError:
-        pass
-    has_check = os.path.isfile(os.path.join(directory, "data", "check"))
-    if not has_check and options.checkprog is None:
-        return None
-    if _run_calls_the_tool(os.path.join(directory, "run")):
-        return None
-    return options
 
 
 class ReadinessPoller(CheckLoop):

@@ -10,7 +10,7 @@ import os
 import signal
 from collections import namedtuple
 
-from .service_checks import NO_CHECKS, read_checks
+from .check_specs import NO_CHECKS, read_checks
 
 DEFAULT_TIMEOUT_FINISH_MS = 5000
 

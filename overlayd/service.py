@@ -59,9 +59,7 @@ from protocol.states import (
 )
 
 from . import log, spawn
-from .check_process import spawn_check, sweep_group
 from .reaper import ExitStatus
-from .service_checks import ServiceChecks
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
@@ -71,6 +69,7 @@ if TYPE_CHECKING:
     from .loop import Loop, Timer
     from .reaper import Reaper
     from .scan import ServiceDef
+    from .service_checks import ServiceChecks
 
 __all__ = [
     "BACKOFF", "DOWN", "FAILED", "FINISHING", "READY", "RUNNING", "SETTLED", "STARTING",
@@ -240,9 +239,16 @@ class Runtime:
 
     def spawn_check(self, argv: list[str], cwd: str) -> tuple[int, int]:
         """A readiness or health check: (pid, its output pipe's read end). Raises OSError."""
+        from .check_process import spawn_check  # loaded with the first checked service
+
         return spawn_check(argv, self.child_env(), cwd)
 
-    sweep_group = staticmethod(sweep_group)  # what a finished check left behind
+    @staticmethod
+    def sweep_group(pgid: int) -> None:
+        """SIGKILL what a finished check left in its group (never a lone, reusable pid)."""
+        from .check_process import sweep_group
+
+        sweep_group(pgid)
 
     def watch(self, pid: int, on_exit: Callable[[ExitStatus], None]) -> None:
         self.reaper.watch(pid, on_exit)
@@ -644,6 +650,8 @@ class Service:
             self.checks.close()
         self.checks = None
         if spec is not None:
+            from .service_checks import ServiceChecks  # off the boot path without checks
+
             self.checks = ServiceChecks(
                 self.rt, spec, self.name, self.definition.directory,
                 self._on_check, lambda: self.rt.on_change(self),

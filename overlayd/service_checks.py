@@ -8,7 +8,6 @@ Service's events: `ready` (the polled `data/check` passed), `unhealthy` (a liven
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Callable
 
 from protocol.states import (
@@ -22,30 +21,17 @@ from protocol.states import (
     UP,
 )
 
-from .give_up import DEFAULT_POLICY, DeathTally, GiveUpPolicy, StartFailures, read_give_up
-from .liveness import HealthSpec, Liveness, read_health
-from .readiness_check import PollOptions, ReadinessPoller, read_poll_options
+from .give_up import DeathTally, StartFailures
+from .liveness import Liveness
+from .readiness_check import ReadinessPoller
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from .check_specs import ChecksSpec
     from .loop import Timer
     from .service import Runtime
 
-ChecksSpec = namedtuple("ChecksSpec", ("health", "poll", "give_up"))
-ChecksSpec.__doc__ = "health/ (HealthSpec|None), data/check polling (PollOptions|None), policy."
-NO_CHECKS = ChecksSpec(None, None, DEFAULT_POLICY)
-
 UP_STATES = frozenset((UP, READY))
-
-
-def read_checks(directory: str, notification_fd: int | None) -> ChecksSpec:
-    """Everything §13 reads from a service directory; ValueError naming the bad file."""
-    health: HealthSpec | None = read_health(directory)
-    poll: PollOptions | None = read_poll_options(directory, notification_fd is not None)
-    give_up: GiveUpPolicy = read_give_up(directory)
-    if health is None and poll is None and give_up == DEFAULT_POLICY:
-        return NO_CHECKS
-    return ChecksSpec(health, poll, give_up)
 
 
 class ServiceChecks:

@@ -15,14 +15,18 @@ from pathlib import Path
 import pytest
 
 from overlayd.check_process import LAST_LINE_MAX, CheckResult, CheckRun, LastLine
-from overlayd.give_up import (
-    DeathTally,
+from overlayd.check_specs import (
+    DEFAULTS,
     GiveUpPolicy,
-    StartFailures,
+    HealthSpec,
+    parse_options,
     read_give_up,
+    read_health,
+    read_poll_options,
 )
-from overlayd.liveness import HealthSpec, Liveness, read_health
-from overlayd.readiness_check import DEFAULTS, ReadinessPoller, parse_options, read_poll_options
+from overlayd.give_up import DeathTally, StartFailures
+from overlayd.liveness import Liveness
+from overlayd.readiness_check import ReadinessPoller
 from overlayd.reaper import ExitStatus
 from protocol.states import HEALTHY, UNHEALTHY
 
