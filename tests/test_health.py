@@ -194,18 +194,16 @@ def test_shutdown_action_exit_code_from_the_exitcode_file(boot, tree: Tree) -> N
     assert booted.wait() == 7, booted.output
 
 
+def marked_on_first_failure(tree: Tree, check: str, **extra: str) -> None:
+    """Service `api` whose health/check (a shell body) runs every 50 ms; one failure marks it."""
+    files = {"health/interval": "50\n", "health/retries": "1\n", "health/action": "mark\n"}
+    files.update({f"health/{k}": v for k, v in extra.items()})
+    tree.service("api", "exec sleep 1000", files=files)
+    tree.write("etc/services.d/api/health/check", "#!/bin/sh\n" + check + "\n")
+
+
 def test_a_hanging_check_is_killed_at_its_timeout_and_counts_as_failed(boot, tree: Tree) -> None:
-    svc = tree.service(
-        "api",
-        "exec sleep 1000",
-        files={
-            "health/interval": "100\n",
-            "health/timeout": "300\n",
-            "health/retries": "2\n",
-            "health/action": "mark\n",
-        },
-    )
-    tree.write("etc/services.d/api/health/check", "#!/bin/sh\necho hanging\nexec sleep 777\n")
+    marked_on_first_failure(tree, "echo hanging\nexec sleep 777", timeout="300\n", retries="2\n")
     booted = boot()
     rec = wait_record(booted, "api", "unhealthy", health="unhealthy")
     assert rec["health_output"] == "hanging"
@@ -213,19 +211,12 @@ def test_a_hanging_check_is_killed_at_its_timeout_and_counts_as_failed(boot, tre
     assert "timed out after 0.3 s: hanging" in result.stderr
     # Every hung check was killed: at most the one running now is alive.
     assert len([p for p in booted.descendants() if b"777" in _cmdline(p)]) <= 1
-    assert svc.is_dir()
 
 
 def test_a_check_printing_a_megabyte_costs_overlayd_nothing(boot, tree: Tree) -> None:
-    tree.service(
-        "api",
-        "exec sleep 1000",
-        files={"health/interval": "50\n", "health/retries": "1\n", "health/action": "mark\n"},
-    )
-    tree.write(
-        "etc/services.d/api/health/check",
-        "#!/bin/sh\necho run >> runs\nhead -c 1048576 /dev/zero | tr '\\0' x\n"
-        "echo\necho last words\nexit 1\n",
+    marked_on_first_failure(
+        tree,
+        "echo run >> runs\nhead -c 1048576 /dev/zero | tr '\\0' x\necho\necho last words\nexit 1",
     )
     booted = boot()
     runs = tree.etc / "services.d" / "api" / "runs"
@@ -239,15 +230,7 @@ def test_a_check_printing_a_megabyte_costs_overlayd_nothing(boot, tree: Tree) ->
 
 
 def test_a_megabyte_line_shows_its_first_kilobyte(boot, tree: Tree) -> None:
-    tree.service(
-        "api",
-        "exec sleep 1000",
-        files={"health/interval": "50\n", "health/retries": "1\n", "health/action": "mark\n"},
-    )
-    tree.write(
-        "etc/services.d/api/health/check",
-        "#!/bin/sh\nhead -c 1048576 /dev/zero | tr '\\0' y\nexit 2\n",
-    )
+    marked_on_first_failure(tree, "head -c 1048576 /dev/zero | tr '\\0' y\nexit 2")
     booted = boot()
     rec = wait_record(booted, "api", "unhealthy", health="unhealthy")
     assert rec["health_output"] == "y" * 1024
@@ -294,15 +277,27 @@ def test_timeout_up_fails_a_service_that_is_not_ready_in_time(boot, tree: Tree) 
     )
 
 
-@pytest.mark.skipif(not shutil.which("s6-permafailon"), reason="Debian's s6 not installed")
-def test_s6_permafailon_reads_the_death_tally(boot, tree: Tree) -> None:
+needs_s6_permafailon = pytest.mark.skipif(
+    not shutil.which("s6-permafailon"), reason="Debian's s6 not installed"
+)
+
+
+def crashing_under_permafailon(tree: Tree, max_death_tally: int) -> Path:
+    """A service exiting 3 at once, whose finish gives up after 3 such deaths in 60 s (s6's
+    tool, reading the tally overlayd writes in supervise/)."""
     svc = tree.service(
         "crashy",
         "echo start >> starts\nexit 3",
         finish="exec s6-permafailon 60 3 3 true",
-        files={"max-death-tally": "5\n"},
+        files={"max-death-tally": f"{max_death_tally}\n"},
     )
     (svc / "supervise").mkdir()
+    return svc
+
+
+@needs_s6_permafailon
+def test_s6_permafailon_reads_the_death_tally(boot, tree: Tree) -> None:
+    svc = crashing_under_permafailon(tree, 5)
     booted = boot()
     rec = wait_record(booted, "crashy", "failed", state="failed")
     assert "finish exited 125" in rec["reason"]
@@ -310,18 +305,11 @@ def test_s6_permafailon_reads_the_death_tally(boot, tree: Tree) -> None:
     assert (svc / "supervise" / "death_tally").stat().st_size == 3 * 14
 
 
+@needs_s6_permafailon
 def test_max_death_tally_bounds_what_s6_permafailon_can_see(boot, tree: Tree) -> None:
-    if not shutil.which("s6-permafailon"):
-        pytest.skip("Debian's s6 not installed")
-    svc = tree.service(
-        "crashy",
-        "echo start >> starts\nexit 3",
-        finish="exec s6-permafailon 60 3 3 true",
-        files={"max-death-tally": "2\n"},
-    )
-    (svc / "supervise").mkdir()
+    svc = crashing_under_permafailon(tree, 2)
     booted = boot()
-    wait_until(lambda: len(lines(svc / "starts")) >= 4, what="four crashes")
+    wait_until(lambda: len(lines(svc / "starts")) >= 4, what="a fourth start: no give-up")
     assert record(booted, "crashy")["state"] != "failed"
     assert (svc / "supervise" / "death_tally").stat().st_size == 2 * 14
 
@@ -355,17 +343,8 @@ def test_a_check_starts_like_run_does_own_session_cwd_signals(boot, tree: Tree) 
 
 
 def test_a_check_that_never_stops_printing_is_cut_off_not_read_for_ever(boot, tree: Tree) -> None:
-    tree.service(
-        "api",
-        "exec sleep 1000",
-        files={
-            "health/interval": "100\n",
-            "health/timeout": "600000\n",  # no timeout to save it: the output bound does
-            "health/retries": "1\n",
-            "health/action": "mark\n",
-        },
-    )
-    tree.write("etc/services.d/api/health/check", "#!/bin/sh\nexec yes\n")
+    # No timeout to save it: the output bound does.
+    marked_on_first_failure(tree, "exec yes", timeout="600000\n")
     booted = boot()
     wait_record(booted, "api", "unhealthy", health="unhealthy")
     result = booted.ctl("check")
