@@ -11,7 +11,9 @@ a counter file (so the runs are counted, not assumed):
   s6: s6-svscan, every s6-supervise and every s6-notifyoncheck) per try. The checks' own CPU
   is not counted on either side.
 - Memory: PSS and USS of overlayd's PID 1 with 20 health-checked services (after their checks
-  have run), minus the same with 20 unchecked services: what the checks keep resident.
+  have run), minus the same with 20 unchecked services: what the checks keep resident (the
+  check code loads with the first checked service); and the slope from 5 to 20 checked
+  services: what each one adds.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bench.common import (
 )
 
 SERVICES = 20
+FEW = 5  # the other end of the per-service slope
 WINDOW = 3.0 if QUICK else 6.0
 INTERVAL_MS = 200
 POLLING = ["overlayd", "s6"]
@@ -52,11 +55,13 @@ def check_script(counter: Path, code: int) -> str:
     return f"#!/bin/sh\necho x >> {counter}\nexit {code}\n"
 
 
-def boot(column: str, base: Path, kind: str) -> tuple[Namespace, Fifo, Path]:
-    """Boot `column` over SERVICES services dressed for `kind` (liveness, polling, plain)."""
+def boot(
+    column: str, base: Path, kind: str, services: int = SERVICES
+) -> tuple[Namespace, Fifo, Path]:
+    """Boot `column` over `services` services dressed for `kind` (liveness, polling, plain)."""
     fifo = Fifo(base / "events")
     counter = base / "checks"
-    names = [f"svc{i:02d}" for i in range(SERVICES)]
+    names = [f"svc{i:02d}" for i in range(services)]
     if kind == "polling" and column == "s6":
         runs = {n: f"#!/bin/sh\necho up $$ >{fifo.path}\n"
                 f"exec s6-notifyoncheck -n 0 -w {INTERVAL_MS} sleep 1d\n" for n in names}
@@ -75,7 +80,7 @@ def boot(column: str, base: Path, kind: str) -> tuple[Namespace, Fifo, Path]:
     ns = Namespace(argv, env, base / "init.log")
     ns.start()
     try:
-        fifo.take(SERVICES, 60)
+        fifo.take(services, 60)
     except TimeoutError as exc:
         ns.close(grace=5)
         fifo.close()
@@ -118,14 +123,14 @@ def cpu_per_run(column: str, kind: str) -> dict[str, float]:
     return {f"{kind}-cpu": used / 1e6 / runs, f"{kind}-runs": runs}
 
 
-def pid1_memory(kind: str) -> dict[str, float]:
-    """kB of PSS and USS of overlayd's PID 1 with SERVICES services of `kind`."""
+def pid1_memory(kind: str, services: int = SERVICES) -> dict[str, float]:
+    """kB of PSS and USS of overlayd's PID 1 with `services` services of `kind`."""
     with scratch() as base:
-        ns, fifo, counter = boot("overlayd", base, kind)
+        ns, fifo, counter = boot("overlayd", base, kind, services)
         try:
             if kind == "liveness":
                 deadline = time.monotonic() + 30
-                while count(counter) < 3 * SERVICES and time.monotonic() < deadline:
+                while count(counter) < 3 * services and time.monotonic() < deadline:
                     time.sleep(0.05)  # polling a file the checks write: the bench's side
             else:
                 time.sleep(1.0)
@@ -133,7 +138,7 @@ def pid1_memory(kind: str) -> dict[str, float]:
         finally:
             ns.close(grace=5)
             fifo.close()
-    return {f"pss-{kind}": kb["pss"], f"uss-{kind}": kb["uss"]}
+    return {f"pss-{kind}{services}": kb["pss"], f"uss-{kind}{services}": kb["uss"]}
 
 
 def run() -> list[Row]:
@@ -142,12 +147,16 @@ def run() -> list[Row]:
         live.measure("overlayd", lambda: cpu_per_run("overlayd", "liveness"))
         for column in POLLING:
             poll.measure(column, lambda c=column: cpu_per_run(c, "polling"))
-        mem.measure("overlayd", lambda: {**pid1_memory("plain"), **pid1_memory("liveness")})
+        mem.measure("overlayd", lambda: {
+            **pid1_memory("plain"), **pid1_memory("liveness"), **pid1_memory("liveness", FEW),
+        })
     for key in ("pss", "uss"):
-        plain = mem.values(f"{key}-plain", "overlayd")
-        checked = mem.values(f"{key}-liveness", "overlayd")
-        for a, b in zip(plain, checked, strict=False):
+        plain = mem.values(f"{key}-plain{SERVICES}", "overlayd")
+        checked = mem.values(f"{key}-liveness{SERVICES}", "overlayd")
+        few = mem.values(f"{key}-liveness{FEW}", "overlayd")
+        for a, b, c in zip(plain, checked, few, strict=False):
             mem.add(f"{key}-added", "overlayd", b - a)
+            mem.add(f"{key}-each", "overlayd", (b - c) / (SERVICES - FEW))
     rows = [
         live.row(
             f"PID-1 CPU per liveness check run ({SERVICES} services, every {INTERVAL_MS} ms)",
@@ -164,6 +173,10 @@ def run() -> list[Row]:
         mem.row(
             f"Private memory (USS) added to PID 1 by health checks on {SERVICES} services",
             "uss-added", ["overlayd"], "KB", None,
+        ),
+        mem.row(
+            f"PSS per further health-checked service (slope, {FEW} to {SERVICES})",
+            "pss-each", ["overlayd"], "KB", None, "a few KB",
         ),
     ]
     runs = {c: poll.median("polling-runs", c) for c in POLLING}
