@@ -186,7 +186,6 @@ ChecksSpec.__doc__ = "health/ (HealthSpec|None), data/check polling (PollOptions
 NO_CHECKS = ChecksSpec(None, None, DEFAULT_POLICY)
 
 
-
 def read_checks(directory: str, notification_fd: int | None) -> ChecksSpec:
     """Everything §13 reads from a service directory; ValueError naming the bad file."""
     health: HealthSpec | None = read_health(directory)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 TAI_OFFSET = (1 << 62) + 10  # TAI64 label of the Unix epoch, as skalibs computes it
 
+
 class DeathTally:
     """The last `limit` deaths of a service: (epoch seconds, exit code or 128+N, signal or 0)."""
 

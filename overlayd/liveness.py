@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .check_specs import HealthSpec
     from .service import Runtime
 
+
 class Liveness(CheckLoop):
     """The liveness checks of one service.
 
