@@ -7,6 +7,7 @@ each test reads what really ran, and waits on overlayd's own answers (status, wa
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import time
@@ -167,6 +168,8 @@ def test_mark_shows_unhealthy_then_healthy_without_a_restart(boot, tree: Tree) -
     assert "disk full" in result.stderr
     status = booted.ctl("status")
     assert "unhealthy" in status.stdout and "ago" in status.stdout
+    (as_json,) = json.loads(booted.ctl("status", "--json", "api").stdout)
+    assert as_json["health"] == "unhealthy" and as_json["health_output"] == "disk full"
     (svc / "broken").unlink()
     rec = wait_record(booted, "api", "healthy again", health="healthy")
     assert rec["pid"] == pid
@@ -398,3 +401,5 @@ def test_a_bad_health_file_fails_that_service_only_with_one_clear_line(boot, tre
     assert "health/action holds 'reboot', not one of restart, mark, shutdown" in rec["reason"]
     assert booted.count(r"health/action holds 'reboot'") == 1
     assert record(booted, "good")["state"] == "up"
+    (good,) = json.loads(booted.ctl("status", "--json", "good").stdout)
+    assert good["health"] is None  # no health/ directory: null, not a verdict
