@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -403,3 +404,19 @@ def test_a_bad_health_file_fails_that_service_only_with_one_clear_line(boot, tre
     assert record(booted, "good")["state"] == "up"
     (good,) = json.loads(booted.ctl("status", "--json", "good").stdout)
     assert good["health"] is None  # no health/ directory: null, not a verdict
+
+
+def test_a_health_directory_added_while_down_counts_from_the_next_start(boot, tree: Tree) -> None:
+    svc = tree.service("api", UP.format(name="api"))
+    booted = boot()
+    booted.wait_for("^api-up$")
+    assert record(booted, "api")["health"] is None
+    assert booted.ctl("stop", "api").returncode == 0
+    wait_record(booted, "api", "stopped", state="down")
+    tree.write("etc/services.d/api/health/interval", "50\n", 0o644)
+    tree.write("etc/services.d/api/health/check", "#!/bin/sh\necho x >> checks\n")
+    booted.kill(signal.SIGHUP)  # rescan: read again, used from the next start
+    booted.wait_for("received SIGHUP: rescanning services.d")
+    assert booted.ctl("start", "api").returncode == 0
+    wait_record(booted, "api", "checked after the start", health="healthy")
+    assert lines(svc / "checks")
