@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-deps lint bench bench-quick clean
+.PHONY: venv demo test lint bench bench-quick clean
 
 venv: $(STAMP)
 
@@ -19,16 +19,9 @@ $(STAMP): pyproject.toml
 demo: venv
 	@$(BIN)/python examples/demo/run_demo.py
 
-test: venv test-deps
+test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
-
-# Debian's s6 (s6-notifyoncheck, s6-permafailon) for the readiness/give-up tests; skipped when
-# present, and when not root (those tests then skip themselves).
-test-deps:
-	@command -v s6-permafailon >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
-		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q s6 >/dev/null 2>&1 || \
-		  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q s6 >/dev/null; }; }
 
 lint: venv
 	$(BIN)/ruff check .

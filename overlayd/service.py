@@ -297,6 +297,7 @@ class Service:
     ) -> None:
         self.definition = definition
         self.name: str = definition.name
+        self.directory = definition.directory  # run's cwd; s6paths points it at the live dir
         self.rt = runtime
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
@@ -473,7 +474,7 @@ class Service:
             read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             extra = {definition.notification_fd: write_end}
         try:
-            pid = self.rt.spawn(argv, definition.directory, self.stdin_fd, self.stdout_fd, extra)
+            pid = self.rt.spawn(argv, self.directory, self.stdin_fd, self.stdout_fd, extra)
         except OSError as exc:
             log.error(f"service {self.name}: cannot fork: {exc.strerror}; retrying in 1 s")
             if read_end is not None:
@@ -495,7 +496,7 @@ class Service:
             self._notify_fd = read_end
             self.rt.add_reader(read_end, self._on_notification)
         if self.checks is not None:
-            self.checks.spawned(read_end is not None)
+            self.checks.spawned(read_end is not None, self.directory)
 
     def _send_down(self) -> None:
         if self.pgid is None or self.pid is None:
@@ -564,7 +565,7 @@ class Service:
             log.warn(warning)
         try:
             pid = self.rt.spawn(
-                argv, self.definition.directory, self.stdin_fd, self.stdout_fd, None
+                argv, self.directory, self.stdin_fd, self.stdout_fd, None
             )
         except OSError as exc:
             log.error(f"service {self.name}: cannot run finish: {exc.strerror}")
@@ -653,7 +654,7 @@ class Service:
             from .service_checks import ServiceChecks  # off the boot path without checks
 
             self.checks = ServiceChecks(
-                self.rt, spec, self.name, self.definition.directory,
+                self.rt, spec, self.name, self.directory,
                 self._on_check, lambda: self.rt.on_change(self),
             )
 

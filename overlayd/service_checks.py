@@ -80,8 +80,13 @@ class ServiceChecks:
         return self.spec.health.action if self.spec.health is not None else "restart"
 
     # --- what the service tells us ------------------------------------------------------------
-    def spawned(self, has_notification_fd: bool) -> None:
-        """`run` was just started."""
+    def spawned(self, has_notification_fd: bool, directory: str) -> None:
+        """`run` was just started, in `directory` (its live directory under DESIGN §11's paths):
+        the checks run there too, and the death tally goes to its supervise/."""
+        self.directory = directory
+        for loop in (self.liveness, self.poller):
+            if loop is not None:
+                loop.cwd = directory
         if self.poller is not None:
             self.poller.start()
         timeout_up = self.spec.give_up.timeout_up_ms

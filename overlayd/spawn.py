@@ -27,10 +27,6 @@ _PYTHON_IGNORED = {signal.SIGPIPE, signal.SIGXFSZ}
 _original_mask: set[int] = set()
 _original_ignored: set[int] = set()
 _RESETTABLE = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
-_ALL_SIGNALS = frozenset(map(int, signal.valid_signals()))
-# The C function under signal.pthread_sigmask: the same call without turning each of the ~65
-# signals of the returned mask into an enum, twice per spawn (a third of a spawn's cost in PID 1).
-_sigmask = _signal.pthread_sigmask
 
 
 def capture_original_signals() -> None:
@@ -88,6 +84,12 @@ def script_argv(path: str, args: Sequence[str] = ()) -> tuple[list[str], str | N
             interpreter = words
     warning = f"{path} is not executable; running it with {' '.join(interpreter)}"
     return [*interpreter, path, *args], warning
+
+
+_ALL_SIGNALS = frozenset(map(int, signal.valid_signals()))
+# The C function under signal.pthread_sigmask: the same call without turning each of the ~65
+# signals of the returned mask into an enum, twice per spawn (a third of a spawn's cost in PID 1).
+_sigmask = _signal.pthread_sigmask
 
 
 def spawn(

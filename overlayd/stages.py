@@ -28,7 +28,9 @@ FORWARDED = (
     signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM, signal.SIGPWR
 )
 FINAL_KILL_WAIT = 5.0  # after SIGKILL to everything: only D-state processes can hold us here
-HEALTH_FAILURE_CODE = 1  # exit code when health/action `shutdown` stops the container
+# Exit code when health/action `shutdown` stops the container: after the exitcode files and a
+# stage-2 failure, before the CMD's (decide_exit_code).
+HEALTH_FAILURE_CODE = 1
 
 
 class Container:
@@ -381,8 +383,7 @@ class Container:
                 pass
 
     def decide_exit_code(self) -> int:
-        """shutdown --exit-code N, else the exitcode file, else stage-2 failure, else a failed
-        health check's shutdown (1), else the CMD."""
+        """shutdown --exit-code N, else the exitcode file, else stage-2 failure, else the CMD."""
         if self.requested_exit_code is not None:
             return self.requested_exit_code
         from_file = _read_exitcode(self.cfg.exitcode_path)
