@@ -223,8 +223,8 @@ class Runtime:
         self.child_env = child_env
         self.on_change = on_change
         self.shutting_down = False  # requests to run are refused from now on
-        #: health/action `shutdown`: called with the service and why (set by stages.py)
-        self.on_health_shutdown: Callable[[Service, str], None] | None = None
+        #: health/action `shutdown`: called with the service's name and why (set by stages.py)
+        self.on_health_shutdown: Callable[[str, str], None] | None = None
 
     def spawn(
         self, argv: list[str], cwd: str, stdin: int | None, stdout: int | None,
@@ -618,7 +618,7 @@ class Service:
 
     def _shut_container_down(self) -> None:
         if self.rt.on_health_shutdown is not None:
-            self.rt.on_health_shutdown(self, self._check_news)
+            self.rt.on_health_shutdown(self.name, self._check_news)
 
     def _arm_throttle(self) -> None:
         self._arm(max(0.0, THROTTLE_SECONDS - (self.rt.now() - self._started_at)))

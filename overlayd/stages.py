@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import socket
 
     from .rpc import ControlServer
-    from .service import Service
 
 TERMINATING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 FORWARDED = (
@@ -287,13 +286,13 @@ class Container:
         except ProcessLookupError:
             pass
 
-    def _health_shutdown(self, service: Service, why: str) -> None:
-        """health/action `shutdown`: the service failed its checks, so the container fails."""
+    def _health_shutdown(self, name: str, why: str) -> None:
+        """health/action `shutdown`: service `name` failed its checks, so the container fails."""
         if self.stopping:
             return
-        log.error(f"service {service.name}: {why}; stopping the container (health/action)")
+        log.error(f"service {name}: {why}; stopping the container (health/action)")
         self.health_failure_code = HEALTH_FAILURE_CODE
-        self.request_shutdown(reason=f"service {service.name} is unhealthy")
+        self.request_shutdown(reason=f"service {name} is unhealthy")
 
     # --- stage 3 ---------------------------------------------------------------------------
     def request_shutdown(self, exit_code: int | None = None, reason: str = "requested") -> bool:

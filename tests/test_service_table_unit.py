@@ -62,8 +62,8 @@ class FakeRuntime:
         self.shutting_down = False
         self.health_shutdowns: list[str] = []  # health/action shutdown asked for by service
 
-    def on_health_shutdown(self, service: svc.Service, why: str) -> None:
-        self.health_shutdowns.append(service.name)
+    def on_health_shutdown(self, name: str, why: str) -> None:
+        self.health_shutdowns.append(name)
 
     def spawn(self, argv: list[str], cwd: str, stdin: Any, stdout: Any, extra: Any) -> int:
         which = os.path.basename(argv[0])
