@@ -40,10 +40,12 @@ EXIT_INTERRUPTED = 130  # ^C anywhere but `events`, where ^C is the normal way o
 # does not send `started` (a `ready` service's `since` is when it became ready: close enough).
 RUNNING_STATES = frozenset({UP, READY})
 
-STATUS_HEADERS = ("name", "state", "pid", "uptime", "restarts", "last exit", "ready")
+STATUS_HEADERS = (
+    "name", "state", "pid", "uptime", "restarts", "last exit", "ready", "health", "checked",
+)
 DETAIL_HEADERS = ("cpu", "rss", "procs")
 # Columns holding numbers are right-aligned, as tabulate does for numeric columns.
-STATUS_RIGHT = frozenset({2, 3, 4, 7, 8, 9})
+STATUS_RIGHT = frozenset({2, 3, 4, 8, 9, 10, 11})
 
 
 def format_uptime(seconds: float) -> str:
@@ -141,6 +143,7 @@ def status_row(record: Mapping[str, Any], now: float, details: bool = False) -> 
     began = record.get("started") if record.get("pid") else None
     if began is None and state in RUNNING_STATES:
         began = record.get("since")
+    checked = record.get("health_checked")
     row = [
         str(record.get("name", "?")),
         state,
@@ -149,6 +152,8 @@ def status_row(record: Mapping[str, Any], now: float, details: bool = False) -> 
         _or_dash(record.get("restarts")),
         format_last_exit(record.get("last_exit")),
         "yes" if record.get("ready") else "no",
+        _or_dash(record.get("health")),
+        "-" if checked is None else format_uptime(now - float(checked)) + " ago",
     ]
     if details:
         row += [
@@ -193,6 +198,8 @@ def format_event(record: Mapping[str, Any]) -> str:
         parts.append(f"pid={record['pid']}")
     if state not in RUNNING_STATES and record.get("last_exit"):
         parts.append(f"exit={format_last_exit(record['last_exit'])}")
+    if record.get("health"):  # a health change is an event too (same state)
+        parts.append(f"health={record['health']}")
     return " ".join(parts)
 
 

@@ -440,6 +440,9 @@ def _problem(service: Service) -> str | None:
         return f"{_last_exit_text(service)} within 1 s of starting; restarting after a pause"
     if service.want != WANT_UP:
         return None  # stopped on request, or normally down and never started
+    checks = service.checks.problem() if service.checks is not None else None
+    if checks is not None:
+        return checks
     if service.definition.notification_fd is not None and service.state in (STARTING, UP):
         return "up but not ready"
     if not is_ready(service):
@@ -448,7 +451,8 @@ def _problem(service: Service) -> str | None:
 
 
 def check(session: Session) -> dict[str, object]:
-    """Health: every wanted-up service up (and ready), nothing failed or crash-looping."""
+    """Health: every wanted-up service up (and ready), nothing failed, crash-looping or
+    unhealthy (its liveness check failing `retries` times in a row)."""
     problems = []
     for service in _all_services(session.container):
         reason = _problem(service)

@@ -32,6 +32,7 @@ from protocol.states import (
     K_STATE,
     K_TYPE,
     K_WANT,
+    NO_HEALTH,
     STARTING,
     STOPPING,
     UP,
@@ -188,6 +189,7 @@ class Oneshot:
             K_NORMALLY_UP: self.definition.normally_up,
             K_NOTIFICATION_FD: None,
             K_REASON: self.reason,
+            **NO_HEALTH,
         }
 
     def stop(self) -> None:

@@ -10,6 +10,8 @@ import os
 import signal
 from collections import namedtuple
 
+from .check_specs import NO_CHECKS, read_checks
+
 DEFAULT_TIMEOUT_FINISH_MS = 5000
 
 
@@ -27,10 +29,13 @@ ServiceDef = namedtuple(
         "timeout_finish_ms",
         "logger",
         "problem",
+        "checks",
     ),
+    defaults=(None,),
 )
 ServiceDef.__doc__ = """What one service directory says. `finish`, `notification_fd`,
-`logger` (the log/ ServiceDef) and `problem` (what is broken, one line) may be None."""
+`logger` (the log/ ServiceDef), `problem` (what is broken, one line) and `checks` (readiness,
+health and give-up, service_checks.ChecksSpec) may be None."""
 
 
 def _read_word(path: str) -> str | None:
@@ -71,6 +76,7 @@ def read_service(name: str, directory: str, *, is_logger: bool = False) -> Servi
     down_signal = int(signal.SIGTERM)
     timeout_kill = 0
     timeout_finish = DEFAULT_TIMEOUT_FINISH_MS
+    checks = None
     run = os.path.join(directory, "run")
     try:
         if not os.path.isfile(run):
@@ -89,6 +95,7 @@ def read_service(name: str, directory: str, *, is_logger: bool = False) -> Servi
             down_signal = signal_number(signal_text)
         timeout_kill = _read_ms(directory, "timeout-kill", 0)
         timeout_finish = _read_ms(directory, "timeout-finish", DEFAULT_TIMEOUT_FINISH_MS)
+        checks = read_checks(directory, notification_fd)
     except (ValueError, OSError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         problem = f"service {name} ({shown_name(directory)}): {detail}"
@@ -108,6 +115,7 @@ def read_service(name: str, directory: str, *, is_logger: bool = False) -> Servi
         timeout_finish_ms=timeout_finish,
         logger=logger,
         problem=problem,
+        checks=checks if checks is not NO_CHECKS else None,
     )
 
 

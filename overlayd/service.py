@@ -44,6 +44,7 @@ from protocol.states import (
     K_STATE,
     K_TYPE,
     K_WANT,
+    NO_HEALTH,
     READY,
     RUNNING,
     SETTLED,
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from .loop import Loop, Timer
     from .reaper import Reaper
     from .scan import ServiceDef
+    from .service_checks import ServiceChecks
 
 __all__ = [
     "BACKOFF", "DOWN", "FAILED", "FINISHING", "READY", "RUNNING", "SETTLED", "STARTING",
@@ -94,9 +96,16 @@ PERMANENT = "permanent"  # `finish` exited 125
 TIMER = "timer"  # the service's one timer fired
 RELAUNCH = "relaunch"  # follow-up: down and wanted up, the throttle has elapsed
 THROTTLE = "throttle"  # follow-up: down and wanted up, `run` lived less than 1 s
+# Checks and the give-up policy (DESIGN §13, service_checks.py):
+CHECKED = "checked"  # the polled `data/check` passed: ready, as a newline would make it
+UNHEALTHY = "unhealthy"  # health/check failed `retries` times in a row; action restart
+UNHEALTHY_FATAL = "unhealthy-fatal"  # the same with action shutdown: the container goes down
+TIMEOUT_UP = "timeout-up"  # not ready within `timeout-up`: the start failed
+GIVE_UP = "give-up"  # follow-up: down, and the give-up policy says no more starts
 EVENTS = (
     START, ONCE, STOP, RESTART, RELEASE, KILL, NOTIFIED, NOTIFY_EOF, EXIT, EXIT_FINISH,
-    FINISHED, PERMANENT, TIMER, RELAUNCH, THROTTLE,
+    FINISHED, PERMANENT, TIMER, RELAUNCH, THROTTLE, CHECKED, UNHEALTHY, UNHEALTHY_FATAL,
+    TIMEOUT_UP, GIVE_UP,
 )
 
 # --- targets decided after the actions -------------------------------------------------------
@@ -126,26 +135,35 @@ _ALIVE = _row(
     exit_finish=(("note_exit", "spawn_finish"), FINISHING),
 )
 _SETTLED = _row(
-    start=(("want_up", "spawn_run"), LAUNCHED),
+    start=(("want_up", "reset_give_up", "spawn_run"), LAUNCHED),
     once=(("want_down", "spawn_run"), LAUNCHED),
     stop=(("want_down",), SAME),
-    restart=(("want_up", "spawn_run"), LAUNCHED),
+    restart=(("want_up", "reset_give_up", "spawn_run"), LAUNCHED),
     release=(("want_down",), SAME),
 )
+# Up or ready: liveness verdicts. A restart keeps want up, so the exit path starts it again.
+_CHECKED_ALIVE = {
+    **_ALIVE,
+    UNHEALTHY: (("send_down",), STOPPING),
+    UNHEALTHY_FATAL: (("shut_container_down",), SAME),
+}
 
 TABLE: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     DOWN: {
         **_SETTLED,
         RELAUNCH: (("spawn_run",), LAUNCHED),
         THROTTLE: (("arm_throttle",), BACKOFF),
+        GIVE_UP: (("mark_given_up",), FAILED),
     },
     STARTING: {
         **_ALIVE,
         NOTIFIED: (("close_notification",), READY),
         NOTIFY_EOF: (("close_notification",), SAME),
+        CHECKED: (("close_notification",), READY),
+        TIMEOUT_UP: (("want_down", "fail_start", "send_down"), STOPPING),
     },
-    UP: _ALIVE,
-    READY: _ALIVE,
+    UP: _CHECKED_ALIVE,
+    READY: _CHECKED_ALIVE,
     STOPPING: _row(
         start=(("want_up",), SAME),
         once=(("want_down",), SAME),
@@ -156,6 +174,7 @@ TABLE: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
         kill=(("kill_group",), SAME),
         notified=(("close_notification",), SAME),
         notify_eof=(("close_notification",), SAME),
+        checked=(("close_notification",), SAME),
         exit=(("record_exit", "after_down"), DOWN),
         exit_finish=(("record_exit", "spawn_finish"), FINISHING),
         timer=(("timeout_kill",), SAME),
@@ -202,6 +221,8 @@ class Runtime:
         self.child_env = child_env
         self.on_change = on_change
         self.shutting_down = False  # requests to run are refused from now on
+        #: health/action `shutdown`: called with the service's name and why (set by stages.py)
+        self.on_health_shutdown: Callable[[str, str], None] | None = None
 
     def spawn(
         self, argv: list[str], cwd: str, stdin: int | None, stdout: int | None,
@@ -215,6 +236,19 @@ class Runtime:
             stdin=spawn.devnull() if stdin is None else stdin, stdout=stdout, stderr=stderr,
             extra_fds=extra_fds,
         )
+
+    def spawn_check(self, argv: list[str], cwd: str) -> tuple[int, int]:
+        """A readiness or health check: (pid, its output pipe's read end). Raises OSError."""
+        from .check_process import spawn_check  # loaded with the first checked service
+
+        return spawn_check(argv, self.child_env(), cwd)
+
+    @staticmethod
+    def sweep_group(pgid: int) -> None:
+        """SIGKILL what a finished check left in its group (never a lone, reusable pid)."""
+        from .check_process import sweep_group
+
+        sweep_group(pgid)
 
     def watch(self, pid: int, on_exit: Callable[[ExitStatus], None]) -> None:
         self.reaper.watch(pid, on_exit)
@@ -290,6 +324,10 @@ class Service:
         self._busy = False
         self._crash_logged_at: float | None = None
         self._crashes_unlogged = 0
+        self._give_up: str | None = None  # why the next `down` becomes `failed`
+        self._check_news = ""  # what the checks said with their last event
+        self.checks: ServiceChecks | None = None
+        self._make_checks()
 
     # --- requests (the stable interface) ---------------------------------------------------
     @property
@@ -395,6 +433,8 @@ class Service:
             return
         self.state = state
         self.since = self.rt.wall()
+        if self.checks is not None:
+            self.checks.state_changed(state)
         log.debug(f"service {self.name}: {state}")
         self.rt.on_change(self)
 
@@ -424,6 +464,7 @@ class Service:
         self._cancel_timer()
         if self._next_definition is not None:
             self.definition, self._next_definition = self._next_definition, None
+        self._make_checks()  # a rescan may have changed them (kept when they are the same)
         definition = self.definition
         argv, warning = spawn.script_argv(definition.run)
         if warning:
@@ -457,6 +498,8 @@ class Service:
         if read_end is not None:
             self._notify_fd = read_end
             self.rt.add_reader(read_end, self._on_notification)
+        if self.checks is not None:
+            self.checks.spawned(read_end is not None, self.directory)
 
     def _send_down(self) -> None:
         if self.pgid is None or self.pid is None:
@@ -488,6 +531,8 @@ class Service:
         status = self._status or ExitStatus(None, None)
         self.last_exit = (status.code, status.signal, self.rt.wall())
         log.debug(f"service {self.name}: run ended, {status.describe()}")
+        if self.checks is not None:
+            self.checks.died(status.code, status.signal)
 
     def _note_exit(self) -> None:
         """An exit nobody asked for: recorded, and logged (rate-limited) when wanted up."""
@@ -495,6 +540,8 @@ class Service:
         if self.want != WANT_UP:
             return
         now = self.rt.now()
+        if self.checks is not None:
+            self._give_up = self.checks.start_ended(now - self._started_at)
         if self._crash_logged_at is not None and now - self._crash_logged_at < CRASH_LOG_INTERVAL:
             self._crashes_unlogged += 1
             return
@@ -551,10 +598,31 @@ class Service:
         log.warn(f"service {self.name}: {self.reason}")
 
     def _after_down(self) -> str | None:
-        """Decide what follows `down`: relaunch, wait out the throttle, or nothing."""
+        """Decide what follows `down`: give up, relaunch, wait out the throttle, or nothing."""
+        if self._give_up is not None:
+            return GIVE_UP
         if self.want != WANT_UP:
             return None
         return RELAUNCH if self.rt.now() - self._started_at >= THROTTLE_SECONDS else THROTTLE
+
+    def _mark_given_up(self) -> None:
+        self.want = WANT_DOWN
+        self.reason, self._give_up = self._give_up or "gave up", None
+        log.warn(f"service {self.name}: {self.reason}")
+
+    def _reset_give_up(self) -> None:
+        """A start by hand: a `failed` service gets all its chances again."""
+        self._give_up = None
+        if self.checks is not None:
+            self.checks.started_by_hand()
+
+    def _fail_start(self) -> None:
+        self._give_up = self._check_news
+        log.warn(f"service {self.name}: {self._check_news}; stopping it")
+
+    def _shut_container_down(self) -> None:
+        if self.rt.on_health_shutdown is not None:
+            self.rt.on_health_shutdown(self.name, self._check_news)
 
     def _arm_throttle(self) -> None:
         self._arm(max(0.0, THROTTLE_SECONDS - (self.rt.now() - self._started_at)))
@@ -566,6 +634,33 @@ class Service:
 
     def _on_finish_exit(self, status: ExitStatus) -> None:
         self.fire(PERMANENT if status.code == PERMANENT_FAILURE else FINISHED)
+
+    def _on_check(self, event: str, why: str) -> None:
+        """What the service's checks found (ServiceChecks' `emit`), as a table event."""
+        self._check_news = why
+        if event == "ready":
+            self.fire(CHECKED)
+        elif event == "timeout_up":
+            self.fire(TIMEOUT_UP)
+        elif event == "unhealthy":
+            action = self.checks.action if self.checks is not None else "restart"
+            self.fire(UNHEALTHY_FATAL if action == "shutdown" else UNHEALTHY)
+
+    def _make_checks(self) -> None:
+        """(Re)build the checks from the definition; kept when the definition's are unchanged."""
+        spec = self.definition.checks
+        if self.checks is not None:
+            if self.checks.spec == spec:
+                return
+            self.checks.close()
+        self.checks = None
+        if spec is not None:
+            from .service_checks import ServiceChecks  # off the boot path without checks
+
+            self.checks = ServiceChecks(
+                self.rt, spec, self.name, self.directory,
+                self._on_check, lambda: self.rt.on_change(self),
+            )
 
     def _on_notification(self) -> None:
         fd = self._notify_fd
@@ -604,4 +699,5 @@ class Service:
             K_NOTIFICATION_FD: self.definition.notification_fd,
             K_REASON: self.reason,
             K_TYPE: "longrun",
+            **(self.checks.record() if self.checks is not None else NO_HEALTH),
         }

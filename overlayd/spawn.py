@@ -9,6 +9,7 @@ overlayd's can run in the child, where it would write into overlayd's wakeup pip
 
 from __future__ import annotations
 
+import _signal
 import errno
 import os
 import signal
@@ -90,6 +91,12 @@ def script_argv(path: str, args: Sequence[str] = ()) -> tuple[list[str], str | N
     return [*interpreter, path, *args], warning
 
 
+_ALL_SIGNALS = frozenset(map(int, signal.valid_signals()))
+# The C function under signal.pthread_sigmask: the same call without turning each of the ~65
+# signals of the returned mask into an enum, twice per spawn (a third of a spawn's cost in PID 1).
+_sigmask = _signal.pthread_sigmask
+
+
 def spawn(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -109,11 +116,11 @@ def spawn(
     found) or 126 (cannot execute), as shells and tini do. `extra_fds` maps child fd → parent
     fd (the notification-fd). Raises OSError when fork itself fails.
     """
-    blocked = signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
+    blocked = _sigmask(signal.SIG_SETMASK, _ALL_SIGNALS)
     try:
         pid = os.fork()
     except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        _sigmask(signal.SIG_SETMASK, blocked)
         raise
     if pid == 0:
         code = EXIT_CANNOT_EXECUTE
@@ -127,7 +134,7 @@ def spawn(
             log.error(f"cannot start {argv[0]!r}: {detail}")
         finally:
             os._exit(code)
-    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    _sigmask(signal.SIG_SETMASK, blocked)
     if new_group and not new_session:
         try:
             os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race

@@ -32,6 +32,9 @@ FORWARDED = (
     signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM, signal.SIGPWR
 )
 FINAL_KILL_WAIT = 5.0  # after SIGKILL to everything: only D-state processes can hold us here
+# Exit code when health/action `shutdown` stops the container: after the exitcode files and a
+# stage-2 failure, before the CMD's (decide_exit_code).
+HEALTH_FAILURE_CODE = 1
 
 
 class Container:
@@ -62,6 +65,8 @@ class Container:
         self.skip_to_kill = Future()
         self.requested_exit_code: int | None = None
         self.stage2_failure_code: int | None = None
+        self.health_failure_code: int | None = None
+        self.supervisor.rt.on_health_shutdown = self._health_shutdown
         self.exit_code = 0
         self.started_at = self.loop.time()
         self.server: ControlServer | None = None
@@ -361,6 +366,14 @@ class Container:
         except ProcessLookupError:
             pass
 
+    def _health_shutdown(self, name: str, why: str) -> None:
+        """health/action `shutdown`: service `name` failed its checks, so the container fails."""
+        if self.stopping:
+            return
+        log.error(f"service {name}: {why}; stopping the container (health/action)")
+        self.health_failure_code = HEALTH_FAILURE_CODE
+        self.request_shutdown(reason=f"service {name} is unhealthy")
+
     # --- stage 3 ---------------------------------------------------------------------------
     def request_shutdown(self, exit_code: int | None = None, reason: str = "requested") -> bool:
         """Start stage 3 (once). An explicit exit code overrides every other source."""
@@ -476,6 +489,8 @@ class Container:
                     return from_file
         if self.stage2_failure_code is not None:
             return self.stage2_failure_code % 256
+        if self.health_failure_code is not None:
+            return self.health_failure_code
         if self.cmd_status is not None:
             return self.cmd_status.shell_code() % 256
         return 0

@@ -47,6 +47,14 @@ K_STARTED = "started"  # epoch seconds the running `run` was started, or null
 K_NOTIFICATION_FD = "notification_fd"
 K_REASON = "reason"  # why `failed` (or what went wrong last), or null
 K_TYPE = "type"  # "longrun" (a supervised process) or "oneshot" (an s6-rc up/down pair)
+K_HEALTH = "health"  # HEALTHY, UNHEALTHY, or null (no health/ check, no verdict, not up)
+K_HEALTH_CHECKED = "health_checked"  # epoch seconds the last health check ended, or null
+K_HEALTH_OUTPUT = "health_output"  # the last health check's last output line (≤ 1 KB), or null
+#: Values of `health` (DESIGN §13).
+HEALTHY = "healthy"  # the last liveness check passed
+UNHEALTHY = "unhealthy"  # `retries` liveness checks in a row failed
+#: The health keys of a record without a verdict (no check, not up, a oneshot).
+NO_HEALTH: dict[str, None] = {K_HEALTH: None, K_HEALTH_CHECKED: None, K_HEALTH_OUTPUT: None}
 # `last_exit`'s keys.
 K_CODE = "code"
 K_SIGNAL = "signal"

@@ -35,7 +35,9 @@ from tests.harness import (
     write_to_reader,
 )
 
-STATUS_COLUMNS = ["name", "state", "pid", "uptime", "restarts", "last exit", "ready"]
+STATUS_COLUMNS = [
+    "name", "state", "pid", "uptime", "restarts", "last exit", "ready", "health", "checked",
+]
 #: DESIGN §6: stable keys of a JSON status record (additions allowed, removals never).
 RECORD_KEYS = {
     "name", "state", "want", "pid", "pgid", "since", "restarts", "last_exit", "ready",
@@ -270,7 +272,7 @@ def test_status_table_has_the_columns_and_one_row_per_service(
     assert (web["restarts"], web["last exit"], web["ready"]) == ("0", "-", "yes")
     assert idle == {
         "name": "idle", "state": "down", "pid": "-", "uptime": "-", "restarts": "0",
-        "last exit": "-", "ready": "no",
+        "last exit": "-", "ready": "no", "health": "-", "checked": "-",
     }  # fmt: skip
     assert warming["state"] == "starting" and warming["pid"] == str(pids["warming"])
     assert re.fullmatch(r"\d+s", warming["uptime"]) and warming["ready"] == "no"

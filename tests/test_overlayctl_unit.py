@@ -197,10 +197,17 @@ def test_signal_name_of_unknown_number() -> None:
 
 def test_status_table_columns_and_placeholders() -> None:
     lines = render.status_table(RECORDS, now=NOW).splitlines()
-    assert lines[0] == "name    state      pid    uptime    restarts  last exit    ready"
-    assert lines[2].split() == ["web", "up", "123", "4m12s", "0", "-", "yes"]
+    assert lines[0] == (
+        "name    state      pid    uptime    restarts  last exit    ready    health      checked"
+    )
+    assert lines[2].split() == ["web", "up", "123", "4m12s", "0", "-", "yes", "-", "-"]
     # Not running: no pid, no uptime, and the signal it last died of.
-    assert lines[3].split() == ["db", "backoff", "-", "-", "12", "SIGKILL", "no"]
+    assert lines[3].split() == ["db", "backoff", "-", "-", "12", "SIGKILL", "no", "-", "-"]
+
+
+def test_status_table_shows_health_and_when_it_was_checked() -> None:
+    rec = dict(RECORDS[0], health="unhealthy", health_checked=NOW - 7)
+    assert render.status_row(rec, NOW)[7:] == ["unhealthy", "7s ago"]
 
 
 def test_uptime_counts_from_started_when_overlayd_sends_it() -> None:
@@ -229,11 +236,12 @@ def test_status_table_with_no_services_is_just_the_header() -> None:
 @pytest.mark.parametrize(
     "rows",
     [
-        [["web", "up", "123", "4m12s", "0", "-", "yes"]],
+        [["web", "up", "123", "4m12s", "0", "-", "yes", "healthy", "3s ago"]],
         [
-            ["a-much-longer-name", "finishing", "4194304", "5d02h", "1234", "SIGSEGV", "no"],
-            ["x", "up", "1", "3s", "0", "0", "yes"],
-            ["café", "ready", "-", "-", "0", "255", "yes"],
+            ["a-much-longer-name", "finishing", "4194304", "5d02h", "1234", "SIGSEGV", "no", "-",
+             "-"],
+            ["x", "up", "1", "3s", "0", "0", "yes", "unhealthy", "1h02m ago"],
+            ["café", "ready", "-", "-", "0", "255", "yes", "-", "-"],
         ],
     ],
 )
@@ -253,6 +261,8 @@ def test_format_event_line() -> None:
     assert render.format_event(record) == "2026-11-29T08:30:01 web up pid=123"
     down = dict(RECORDS[1], since=since)
     assert render.format_event(down) == "2026-11-29T08:30:01 db backoff exit=SIGKILL"
+    sick = dict(RECORDS[0], since=since, health="unhealthy")
+    assert render.format_event(sick) == "2026-11-29T08:30:01 web up pid=123 health=unhealthy"
 
 
 def test_error_line_is_always_one_line() -> None:

@@ -52,6 +52,7 @@ class FakeService:
             pid if pid is not None else (4242 if state in ("starting", "up", "ready") else None)
         )
         self.reason = problem
+        self.checks = None  # no readiness/health checks (service_checks.ServiceChecks)
         self.last_exit: tuple[int | None, int | None, float] | None = None
         self.definition = SimpleNamespace(
             notification_fd=notification_fd, normally_up=normally_up, problem=problem

@@ -60,6 +60,10 @@ class FakeRuntime:
         self.readers: dict[int, Any] = {}
         self.fail_spawn: set[str] = set()  # "run" / "finish": the fork fails with EAGAIN
         self.shutting_down = False
+        self.health_shutdowns: list[str] = []  # health/action shutdown asked for by service
+
+    def on_health_shutdown(self, name: str, why: str) -> None:
+        self.health_shutdowns.append(name)
 
     def spawn(
         self, argv: list[str], cwd: str, stdin: Any, stdout: Any, extra: Any, stderr: Any = None
@@ -188,11 +192,15 @@ SETTLED_ROW: dict[str, Expect] = {
 }
 EXPECTED: dict[str, dict[str, Expect]] = {
     DOWN: {**SETTLED_ROW, svc.RELAUNCH: (STARTING, ("run",), (), False),
-           svc.THROTTLE: (BACKOFF, (), (), True)},
+           svc.THROTTLE: (BACKOFF, (), (), True),
+           svc.GIVE_UP: (FAILED, (), (), False)},  # start retries spent, or timeout-up
     STARTING: {**RUNNING_ROW, svc.NOTIFIED: (READY, (), (), False),
-               svc.NOTIFY_EOF: IGNORED},
-    UP: {**RUNNING_ROW, svc.EXIT: (UP, ("run",), (), False)},
-    READY: dict(RUNNING_ROW),
+               svc.NOTIFY_EOF: IGNORED,
+               svc.CHECKED: (READY, (), (), False),  # the polled data/check passed
+               svc.TIMEOUT_UP: (STOPPING, (), (TERM, CONT), False)},  # then down → failed
+    UP: {**RUNNING_ROW, svc.EXIT: (UP, ("run",), (), False),
+         svc.UNHEALTHY: (STOPPING, (), (TERM, CONT), False)},  # restarted by the exit path
+    READY: {**RUNNING_ROW, svc.UNHEALTHY: (STOPPING, (), (TERM, CONT), False)},
     STOPPING: {
         svc.STOP: ("", (), (TERM, CONT), False),  # re-sent: the first may have been lost
         svc.RESTART: ("", (), (TERM, CONT), False),
@@ -242,8 +250,11 @@ def test_every_cell_does_what_a_user_expects(state: str, event: str, tmp_path: P
     assert tuple(os.path.basename(a[0]) for a in rt.spawned) == spawned
     assert tuple(sig for _pgid, sig in rt.signals) == signals, (state, event)
     assert bool(rt.live_timers()) == timer, (state, event)
-    want = "down" if (state, event) == (FINISHING, svc.PERMANENT) else want_before
+    gives_up = {(FINISHING, svc.PERMANENT), (STARTING, svc.TIMEOUT_UP), (DOWN, svc.GIVE_UP)}
+    want = "down" if (state, event) in gives_up else want_before
     assert service.want == WANT_AFTER.get(event, want), (state, event)
+    fatal = event == svc.UNHEALTHY_FATAL and state in (UP, READY)
+    assert rt.health_shutdowns == (["svc"] if fatal else []), (state, event)
     service._close_notification()
 
 
