@@ -1,8 +1,8 @@
 """Entry point of `overlayctl` and `python -m overlayctl`.
 
-`main()` looks at argv before importing anything heavy: a plain `status`, `check` or
-`version` runs through `fast.py` without Typer (they are health checks, run every few
-seconds); everything else, `--help` included, goes to the Typer app in `cli.py`.
+`main()` parses argv with the cheap front end (`dispatch.py`) first: a plain command line runs
+without importing Typer. Everything else — `--help`, completion, a usage error — goes to the
+Typer app in `cli.py`, built from the same declarations.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run overlayctl on `argv` (default: sys.argv[1:]) and return its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        from overlayctl import fast
+        from overlayctl import dispatch
 
-        parsed = fast.parse(args)
-        if parsed is not None:
-            return fast.run(parsed)
+        call = dispatch.parse(args)
+        if call is not None:
+            return dispatch.run(call)
         from overlayctl import cli
 
         return cli.run(args)

@@ -58,15 +58,30 @@ _RECV_SIZE = 1 << 16
 _MSGID_MASK = (1 << 32) - 1
 
 
-def default_socket_path() -> str:
-    """``$OVERLAY_SOCKET``, else ``$OVERLAY_RUN_DIR/control.sock``, else the built-in default."""
+def fallback_socket_path(uid: int | None = None) -> str:
+    """Where overlayd listens when it is not root and cannot make /run/overlay (DESIGN §2)."""
+    return f"/tmp/overlay-{os.getuid() if uid is None else uid}/control.sock"
+
+
+def socket_candidates() -> list[str]:
+    """The sockets to try, in order (the search order the README documents).
+
+    ``$OVERLAY_SOCKET``; else ``$OVERLAY_RUN_DIR/control.sock``; else the default
+    ``/run/overlay/control.sock`` and then ``/tmp/overlay-UID/control.sock`` (UID: ours), the
+    per-user directory a non-root overlayd falls back to.
+    """
     path = os.environ.get("OVERLAY_SOCKET")
     if path:
-        return path
+        return [path]
     run_dir = os.environ.get("OVERLAY_RUN_DIR")
     if run_dir:
-        return os.path.join(run_dir, "control.sock")
-    return DEFAULT_SOCKET
+        return [os.path.join(run_dir, "control.sock")]
+    return [DEFAULT_SOCKET, fallback_socket_path()]
+
+
+def default_socket_path() -> str:
+    """``$OVERLAY_SOCKET``, else ``$OVERLAY_RUN_DIR/control.sock``, else the built-in default."""
+    return socket_candidates()[0]
 
 
 class ClientError(Exception):
@@ -143,7 +158,10 @@ class Client:
         *,
         handshake: bool = True,
     ) -> None:
-        self.socket_path = default_socket_path() if socket_path is None else socket_path
+        candidates = socket_candidates() if socket_path is None else [socket_path]
+        self.socket_path = candidates[0]
+        #: Where to look next when ``socket_path`` does not exist (the search order).
+        self._fallbacks = candidates[1:]
         self.timeout = timeout
         self.handshake = handshake
         #: The ``hello`` reply of the current connection's handshake, once connected.
@@ -176,10 +194,16 @@ class Client:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
-            sock.connect(self.socket_path)
+            self._connect_any(sock)
         except OSError as exc:
             sock.close()
-            raise ConnectError(self.socket_path, _reason(exc)) from exc
+            reason = _reason(exc)
+            if isinstance(exc, PermissionError):
+                from overlayctl.diagnose import permission_hint
+
+                reason = permission_hint(self.socket_path, reason)
+            looked = " or ".join([self.socket_path, *self._fallbacks])
+            raise ConnectError(looked, reason) from exc
         self._sock = sock
         self._decoder = Decoder()
         if self.handshake:
@@ -188,6 +212,18 @@ class Client:
             except ClientError:
                 self.close()
                 raise
+
+    def _connect_any(self, sock: _socket.socket) -> None:
+        """Connect to ``socket_path``, else to the first fallback that exists."""
+        try:
+            sock.connect(self.socket_path)
+        except (FileNotFoundError, ConnectionRefusedError) as first:
+            for path in self._fallbacks:
+                if os.path.exists(path):
+                    self.socket_path, self._fallbacks = path, []
+                    sock.connect(path)
+                    return
+            raise first
 
     def _check_hello(self, info: object) -> dict[str, object]:
         protocol = info.get("protocol") if type(info) is dict else None
@@ -347,9 +383,19 @@ class Client:
         """Start the services without restarting them when they exit; returns the names."""
         return self._call("once", [_name_list(names)], self.timeout)
 
-    def signal(self, sig: str | int, names: Iterable[str]) -> list[str]:
-        """Signal each service's main process (``"HUP"``, ``"SIGHUP"`` or a number)."""
-        return self._call("signal", [sig, _name_list(names)], self.timeout)
+    def signal(self, sig: str | int, names: Iterable[str], group: bool = False) -> list[str]:
+        """Signal each service's main process (``"HUP"``, ``"SIGHUP"`` or a number).
+
+        ``group``: its whole process group instead (an overlayd that knows the param).
+        """
+        params: list[object] = [sig, _name_list(names)]
+        if group:
+            params.append(True)
+        return self._call("signal", params, self.timeout)
+
+    def rescan(self) -> dict[str, object]:
+        """Re-read services.d: ``{"added": [names started], "stopped": [names stopped]}``."""
+        return self._call("rescan", [], self.timeout)
 
     def wait(self, condition: str, names: Iterable[str], timeout: float | None = None) -> bool:
         """Block until every service is ``up``, ``ready`` or ``down``; True.
@@ -375,6 +421,43 @@ class Client:
         """
         self._call("subscribe", [], self.timeout)
         return self._events()
+
+    def watch(self) -> None:
+        """Subscribe without reading: ``next_state`` then returns each change, in order."""
+        self._call("subscribe", [], self.timeout)
+
+    def discard_states(self) -> None:
+        """Forget the state notifications received so far (a fresh ``status`` covers them)."""
+        self._notifications.clear()
+
+    def next_state(self, timeout: float | None) -> dict[str, object] | None:
+        """The next ``state`` notification's record after ``watch``; None after ``timeout`` s.
+
+        A timeout leaves the connection usable. Raises ``ConnectError`` when overlayd hangs up.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        queue = self._notifications
+        while True:
+            while queue:
+                notification = queue.popleft()
+                if notification.method == STATE_NOTIFICATION and notification.params:
+                    return notification.params[0]
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            sock = self._sock
+            if sock is None:
+                raise ConnectError(self.socket_path, "connection closed")
+            try:
+                sock.settimeout(left)
+                data = sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                return None
+            except OSError as exc:
+                raise self._fail(_reason(exc)) from exc
+            if not data:
+                raise self._fail("overlayd closed the connection")
+            self._parse(data)
 
     def _events(self) -> Iterator[list[object]]:
         queue = self._notifications

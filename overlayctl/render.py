@@ -157,13 +157,34 @@ def status_row(record: Mapping[str, Any], now: float, details: bool = False) -> 
     return row
 
 
+def reason_of(record: Mapping[str, Any]) -> str:
+    """Why a service is in backoff or failed (overlayd's reason, else its last exit), or ``""``."""
+    state = record.get("state")
+    if state not in ("backoff", "failed"):
+        return ""
+    reason = record.get("reason")
+    if reason:
+        return one_line(str(reason))
+    last = record.get("last_exit")
+    if state == "backoff" and last:
+        died = format_last_exit(last)
+        how = f"killed by {died}" if last.get("signal") else f"exit code {died}"
+        return f"{how} within 1 s of starting; restarting after a pause"
+    return ""
+
+
 def status_table(
     records: Iterable[Mapping[str, Any]], now: float | None = None, details: bool = False
 ) -> str:
-    """The `overlayctl status` table."""
+    """The `overlayctl status` table; a last `reason` column when a service is in trouble."""
     when = time.time() if now is None else now
     headers = STATUS_HEADERS + DETAIL_HEADERS if details else STATUS_HEADERS
+    records = list(records)
     rows = [status_row(r, when, details) for r in records]
+    reasons = [reason_of(r) for r in records]
+    if any(reasons):
+        headers = (*headers, "reason")
+        rows = [[*row, reason or ""] for row, reason in zip(rows, reasons, strict=True)]
     return table(headers, rows, STATUS_RIGHT)
 
 

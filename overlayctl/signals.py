@@ -23,6 +23,23 @@ def parse_signal(text: str) -> str | int:
     return number if word.isascii() and word.isdigit() else signal.Signals(number).name
 
 
+#: Where two names share a number, the one `signal.Signals` calls it by.
+_ALIASES = frozenset({"SIGIOT", "SIGCLD", "SIGPOLL"})
+_NAMES: dict[int, str] = {}
+
+
+def _number_name(number: int) -> str:
+    """9 → `SIGKILL`, from the C `_signal` module: `status` shows the signal a service died
+    of, and importing `signal` (which builds its enums) would cost it ~2 ms."""
+    if not _NAMES:
+        import _signal
+
+        for name, value in vars(_signal).items():
+            if name.startswith("SIG") and "_" not in name and name not in _ALIASES:
+                _NAMES[int(value)] = name
+    return _NAMES.get(number) or _name_of_number(number)
+
+
 def signal_name(sig: int | str) -> str:
     """Name a signal for display: 9 → `SIGKILL`, `"KILL"` → `SIGKILL`, 99 → `signal 99`."""
     if isinstance(sig, str):
@@ -31,4 +48,4 @@ def signal_name(sig: int | str) -> str:
         else:
             name = sig.upper()
             return name if name.startswith("SIG") else "SIG" + name
-    return _name_of_number(sig)
+    return _number_name(sig)

@@ -156,6 +156,7 @@ _SIG = _param("sig", (str, int), want="a signal name or number")
 _CONDITION = _param("condition", (str,), want="one of 'up', 'ready', 'down'", check=_condition)
 _TIMEOUT = _param("timeout", (float, int, _NIL), None, "seconds (>= 0) or nil", _timeout)
 _EXIT_CODE = _param("exit_code", (int, _NIL), None)
+_GROUP = _param("group", (bool,), False)
 
 _READ, _WRITE = True, False
 
@@ -169,7 +170,10 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("restart", (_NAMES_REQUIRED,), _WRITE, "Stop then start; names acted on."),
         MethodSpec("once", (_NAMES_REQUIRED,), _WRITE, "Start, no restart after it exits."),
         MethodSpec(
-            "signal", (_SIG, _NAMES_REQUIRED), _WRITE, "Signal each service's main process."
+            "signal",
+            (_SIG, _NAMES_REQUIRED, _GROUP),
+            _WRITE,
+            "Signal each service's main process (its whole process group with group=true).",
         ),
         MethodSpec(
             "wait",
@@ -180,6 +184,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("check", (), _READ, "Health: normally-up services up and ready; problems."),
         MethodSpec("shutdown", (_EXIT_CODE,), _WRITE, "Stop the container, maybe set exit code."),
         MethodSpec("subscribe", (), _READ, "Get a 'state' notification at each state change."),
+        MethodSpec("rescan", (), _WRITE, "Re-read services.d: {added: [names], stopped: [names]}."),
     )
 }
 

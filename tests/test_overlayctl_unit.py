@@ -1,7 +1,7 @@
-"""Unit tests for overlayctl's command line: formatting, parsing, exit codes, the fast path.
+"""Unit tests for overlayctl's command line: formatting, parsing, exit codes, the cheap path.
 
 No overlayd runs here. Commands get a stub client through `Invocation.factory` (the same hook
-`fast.run` and `cli.run` take); the subprocess tests point at a socket that does not exist.
+`dispatch.run` and `cli.run` take); the subprocess tests point at a socket that does not exist.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from overlayctl import commands, fast, render
+from overlayctl import commands, dispatch, render
 from overlayctl.client import ConnectError, ProtocolMismatch, RemoteError
+from overlayctl.dispatch import Call
 from overlayctl.signals import parse_signal, signal_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +34,8 @@ ALL_COMMANDS = (
     "shutdown",
     "events",
     "version",
+    "pid",
+    "rescan",
 )
 
 
@@ -72,8 +75,30 @@ class StubClient:
     def once(self, names: object) -> object:
         return self._answer("once", names)
 
-    def signal(self, sig: object, names: object) -> object:
+    def signal(self, sig: object, names: object, group: bool = False) -> object:
+        if group:
+            return self._answer("signal", sig, names, group=True)
         return self._answer("signal", sig, names)
+
+    def rescan(self) -> object:
+        return self._answer("rescan")
+
+    def watch(self) -> None:
+        self.calls.append(("watch", (), {}))
+
+    def discard_states(self) -> None:
+        pass
+
+    def next_state(self, timeout: float | None) -> object:
+        states = self.answers.get("states") or []
+        if not states:
+            if timeout is None:
+                raise AssertionError("would block forever")
+            return None
+        answer = states.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     def wait(self, condition: str, names: object, timeout: object = None) -> object:
         return self._answer("wait", condition, names, timeout=timeout)
@@ -196,11 +221,20 @@ def test_signal_name_of_unknown_number() -> None:
 
 
 def test_status_table_columns_and_placeholders() -> None:
-    lines = render.status_table(RECORDS, now=NOW).splitlines()
+    lines = render.status_table(RECORDS[:1], now=NOW).splitlines()
     assert lines[0] == "name    state      pid    uptime    restarts  last exit    ready"
     assert lines[2].split() == ["web", "up", "123", "4m12s", "0", "-", "yes"]
-    # Not running: no pid, no uptime, and the signal it last died of.
-    assert lines[3].split() == ["db", "backoff", "-", "-", "12", "SIGKILL", "no"]
+
+
+def test_status_table_says_why_a_service_is_in_backoff_or_failed() -> None:
+    failed = dict(RECORDS[1], name="api", state="failed", reason="finish exited 125")
+    lines = render.status_table([*RECORDS, failed], now=NOW).splitlines()
+    assert lines[0].split()[-2:] == ["ready", "reason"]
+    assert lines[2].split() == ["web", "up", "123", "4m12s", "0", "-", "yes"]
+    # Not running: no pid, no uptime, the signal it last died of, and why it waits.
+    assert lines[3].split()[:7] == ["db", "backoff", "-", "-", "12", "SIGKILL", "no"]
+    assert lines[3].endswith("killed by SIGKILL within 1 s of starting; restarting after a pause")
+    assert lines[4].endswith(" finish exited 125")
 
 
 def test_uptime_counts_from_started_when_overlayd_sends_it() -> None:
@@ -313,31 +347,52 @@ def test_shutdown_exit_code_option_accepts_negative_and_large(arg: str, sent: in
     assert factory.client.calls == [("shutdown", (), {"exit_code": sent})]
 
 
-# -- the fast-path parser ------------------------------------------------------------------
+# -- the cheap parser ----------------------------------------------------------------------
+
+
+def C(command: str, socket: str | None = None, json: bool = False, **values: object) -> Call:
+    """The Call dispatch.parse should produce: the command's defaults updated with `values`."""
+    from overlayctl.spec import COMMANDS
+
+    return Call(command, {**COMMANDS[command].defaults(), **values}, socket, json)
 
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["status"], fast.FastArgs("status")),
-        (["check"], fast.FastArgs("check")),
-        (["version"], fast.FastArgs("version")),
-        (["status", "web", "db"], fast.FastArgs("status", names=("web", "db"))),
-        (["status", "--socket", "/s"], fast.FastArgs("status", socket="/s")),
-        (["status", "--socket=/s"], fast.FastArgs("status", socket="/s")),
-        (["--socket", "/s", "check"], fast.FastArgs("check", socket="/s")),
-        (["--socket=/a", "status", "--socket", "/b"], fast.FastArgs("status", socket="/b")),
-        (["--json", "status"], fast.FastArgs("status", json=True)),
-        (["check", "--json"], fast.FastArgs("check", json=True)),
+        (["status"], C("status")),
+        (["check"], C("check")),
+        (["version"], C("version")),
+        (["status", "web", "db"], C("status", names=("web", "db"))),
+        (["status", "--socket", "/s"], C("status", socket="/s")),
+        (["status", "--socket=/s"], C("status", socket="/s")),
+        (["--socket", "/s", "check"], C("check", socket="/s")),
+        (["--socket=/a", "status", "--socket", "/b"], C("status", socket="/b")),
+        (["--json", "status"], C("status", json=True)),
+        (["check", "--json"], C("check", json=True)),
         (
             ["status", "--details", "web", "--json", "--socket", "/s"],
-            fast.FastArgs("status", "/s", True, True, ("web",)),
+            C("status", "/s", True, details=True, names=("web",)),
         ),
-        (["version", "--json", "--socket=/s"], fast.FastArgs("version", "/s", True)),
+        (["version", "--json", "--socket=/s"], C("version", "/s", True)),
+        (["stop", "web"], C("stop", names=("web",))),
+        (["stop", "web", "--kill-after", "2.5", "db"],
+         C("stop", names=("web", "db"), kill_after=2.5)),
+        (["restart", "--no-wait", "web"], C("restart", names=("web",), no_wait=True)),
+        (["start", "--timeout=3", "web"], C("start", names=("web",), timeout=3.0)),
+        (["once", "web", "--timeout", ".5"], C("once", names=("web",), timeout=0.5)),
+        (["signal", "HUP", "web"], C("signal", sig="HUP", names=("web",))),
+        (["wait", "--ready", "--timeout", "1", "a"],
+         C("wait", names=("a",), ready=True, timeout=1.0)),
+        (["shutdown", "--exit-code", "-1"], C("shutdown", exit_code=-1)),
+        (["shutdown", "--exit-code=300"], C("shutdown", exit_code=300)),
+        (["events", "--snapshot"], C("events", snapshot=True)),
+        (["pid", "web"], C("pid", name="web")),
+        (["rescan"], C("rescan")),
     ],
-)
-def test_fast_parse_accepts(argv: list[str], expected: fast.FastArgs) -> None:
-    assert fast.parse(argv) == expected
+)  # fmt: skip
+def test_cheap_parse_accepts(argv: list[str], expected: Call) -> None:
+    assert dispatch.parse(argv) == expected
 
 
 @pytest.mark.parametrize(
@@ -349,8 +404,6 @@ def test_fast_parse_accepts(argv: list[str], expected: fast.FastArgs) -> None:
         ["status", "--help"],
         ["check", "-h"],
         ["version", "--help"],
-        ["stop", "web"],
-        ["events"],
         ["frobnicate"],
         ["status", "--socket"],  # missing value
         ["status", "--socket="],
@@ -364,10 +417,30 @@ def test_fast_parse_accepts(argv: list[str], expected: fast.FastArgs) -> None:
         ["check", "--details"],
         ["version", "extra"],
         ["--socket", "/s"],  # no command
+        ["stop"],  # missing names
+        ["pid"],
+        ["pid", "a", "b"],
+        ["stop", "web", "--timeout", "-1"],  # below the minimum
+        ["stop", "web", "--timeout", "1e3"],  # not the plain form: Typer decides
+        ["stop", "web", "--timeout", "nan"],
+        ["shutdown", "--exit-code", "abc"],
+        ["shutdown", "--exit-code", "+3"],
+        ["shutdown", "--exit-code", "٣"],  # a digit, but not ASCII
+        ["signal", "FOO", "web"],  # the check fails: Typer words the error
+        ["signal", "-9", "web"],
+        ["wait", "--up", "--down", "web"],
+        ["--json=1", "status"],
+        ["--install-completion"],
+        ["--show-completion", "bash"],
     ],
 )
-def test_fast_parse_defers_to_typer(argv: list[str]) -> None:
-    assert fast.parse(argv) is None
+def test_cheap_parse_defers_to_typer(argv: list[str]) -> None:
+    assert dispatch.parse(argv) is None
+
+
+def test_completion_requests_go_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("_OVERLAYCTL_COMPLETE", "complete_bash")
+    assert dispatch.parse(["status"]) is None
 
 
 def test_main_hands_typer_the_untouched_argv(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -375,20 +448,20 @@ def test_main_hands_typer_the_untouched_argv(monkeypatch: pytest.MonkeyPatch) ->
 
     seen: list[list[str]] = []
     monkeypatch.setattr(cli, "run", lambda args: seen.append(args) or 7)
-    monkeypatch.setattr(fast, "run", lambda args: pytest.fail("fast path taken"))
+    monkeypatch.setattr(dispatch, "run", lambda call: pytest.fail("cheap path taken"))
     argv = ["--json", "status", "--help"]
     assert __main__.main(argv) == 7
     assert seen == [argv]
 
 
-def test_main_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_takes_the_cheap_path(monkeypatch: pytest.MonkeyPatch) -> None:
     from overlayctl import __main__, cli
 
-    seen: list[fast.FastArgs] = []
-    monkeypatch.setattr(fast, "run", lambda args: seen.append(args) or 0)
+    seen: list[Call] = []
+    monkeypatch.setattr(dispatch, "run", lambda call: seen.append(call) or 0)
     monkeypatch.setattr(cli, "run", lambda args: pytest.fail("Typer path taken"))
     assert __main__.main(["status", "--socket", "/s", "web"]) == 0
-    assert seen == [fast.FastArgs("status", socket="/s", names=("web",))]
+    assert seen == [C("status", socket="/s", names=("web",))]
 
 
 # -- both paths print the same thing -------------------------------------------------------
@@ -407,7 +480,7 @@ def test_main_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
         ["--json", "version"],
     ],
 )
-def test_fast_and_typer_paths_print_the_same(
+def test_cheap_and_typer_paths_print_the_same(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     records = [dict(r, since=time.time() - 252) for r in RECORDS]
@@ -421,9 +494,9 @@ def test_fast_and_typer_paths_print_the_same(
             )
         )
 
-    parsed = fast.parse(argv)
+    parsed = dispatch.parse(argv)
     assert parsed is not None
-    fast_code = fast.run(parsed, factory=stub())
+    fast_code = dispatch.run(parsed, factory=stub())
     fast_out = capsys.readouterr()
     typer_code = _run_cli(argv, stub())
     typer_out = capsys.readouterr()
@@ -458,7 +531,7 @@ sys.exit(code)
 
 
 @pytest.mark.parametrize("command", ["status", "check"])
-def test_fast_path_unreachable_exits_3_without_typer(command: str, tmp_path: Path) -> None:
+def test_cheap_path_unreachable_exits_3_without_typer(command: str, tmp_path: Path) -> None:
     sock = str(tmp_path / "nonexistent" / "control.sock")
     proc = _python("-c", PROBE.format(heavy=set(HEAVY_MODULES)), command, "--socket", sock)
     assert proc.returncode == 3
@@ -473,7 +546,7 @@ def test_python_m_overlayctl_status_imports_nothing_heavy(tmp_path: Path) -> Non
     proc = _python("-X", "importtime", "-m", "overlayctl", "status", "--socket", sock)
     assert proc.returncode == 3
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if "|" in line}
-    assert "overlayctl.fast" in imported
+    assert "overlayctl.dispatch" in imported
     assert not {m for m in imported if m.split(".")[0] in HEAVY_MODULES}
     messages = [line for line in proc.stderr.splitlines() if line.startswith("overlayctl:")]
     assert len(messages) == 1
@@ -482,7 +555,7 @@ def test_python_m_overlayctl_status_imports_nothing_heavy(tmp_path: Path) -> Non
 
 def test_typer_path_unreachable_has_the_same_message(tmp_path: Path) -> None:
     sock = str(tmp_path / "nonexistent")
-    typer_path = _python("-m", "overlayctl", "stop", "x", "--socket", sock)
+    typer_path = _python("-m", "overlayctl", "stop", "x", "--socket", sock, "--timeout", "1e1")
     fast_path = _python("-m", "overlayctl", "status", "--socket", sock)
     assert typer_path.returncode == fast_path.returncode == 3
     assert typer_path.stderr == fast_path.stderr
@@ -501,9 +574,9 @@ def test_unknown_command_exits_2_in_a_subprocess() -> None:
 def test_socket_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OVERLAY_SOCKET", "/env/sock")
     factory = Factory(StubClient(check={"healthy": True, "problems": []}))
-    assert fast.run(fast.FastArgs("check"), factory=factory) == 0
-    assert _run_cli(["stop", "x"], factory) == 0
-    assert _run_cli(["--socket", "/opt", "stop", "x"], factory) == 0
+    assert dispatch.run(C("check"), factory=factory) == 0
+    assert _run_cli(["stop", "--no-wait", "x"], factory) == 0
+    assert _run_cli(["--socket", "/opt", "stop", "--no-wait", "x"], factory) == 0
     assert [path for path, _ in factory.opened] == ["/env/sock", "/env/sock", "/opt"]
 
 
@@ -561,8 +634,9 @@ def test_json_before_or_after_the_command(capsys: pytest.CaptureFixture[str]) ->
 
 def test_socket_after_the_command_wins() -> None:
     factory = Factory(StubClient())
-    assert _run_cli(["--socket", "/a", "restart", "web", "--socket", "/b"], factory) == 0
-    assert _run_cli(["--socket", "/a", "once", "web"], factory) == 0
+    argv = ["--socket", "/a", "restart", "web", "--socket", "/b", "--no-wait"]
+    assert _run_cli(argv, factory) == 0
+    assert _run_cli(["--socket", "/a", "once", "--no-wait", "web"], factory) == 0
     assert [path for path, _ in factory.opened] == ["/b", "/a"]
     assert factory.client.calls == [("restart", (["web"],), {}), ("once", (["web"],), {})]
 
@@ -652,7 +726,7 @@ def test_failures_map_to_exit_codes(
 ) -> None:
     factory = Factory(StubClient(stop=error, wait=error))
     inv = commands.Invocation(socket="/s", factory=factory)
-    assert commands.action(inv, "stop", ["x"]) == code
+    assert commands.action(inv, "stop", ["x"], no_wait=True) == code
     assert capsys.readouterr().err.splitlines() == [line]
     assert commands.wait(inv, "up", ["x"], timeout=1) == code
     assert capsys.readouterr().err.splitlines() == [line]
