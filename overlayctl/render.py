@@ -190,11 +190,9 @@ def status_table(
 
 def to_json(obj: Any, pretty: bool = False) -> str:
     """JSON for `--json`: indented for one-shot answers, one line per event for streams."""
-    import json
+    from overlayctl.jsonout import dumps
 
-    if pretty:
-        return json.dumps(obj, indent=2, sort_keys=False, default=str)
-    return json.dumps(obj, separators=(",", ":"), default=str)
+    return dumps(obj, indent=2 if pretty else None)
 
 
 def format_timestamp(epoch: float) -> str:

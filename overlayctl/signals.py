@@ -1,7 +1,6 @@
 """Signal names for overlayctl: parsing what users type, naming what services died of.
 
-The `signal` module is imported inside the functions, not at the top: it pulls in `enum`,
-and `overlayctl status` / `check` only need it when a service actually died of a signal.
+Both come from protocol/signals.py, which reads the C module `_signal` (no enum import).
 """
 
 from __future__ import annotations
@@ -16,28 +15,9 @@ def parse_signal(text: str) -> str | int:
     Names come back canonical (`"SIGHUP"`; aliases such as `IOT` become `"SIGABRT"`),
     numbers come back as ints. Raises ValueError for anything that is not a signal.
     """
-    import signal
-
     number = signal_number(text)
     word = text.strip()
-    return number if word.isascii() and word.isdigit() else signal.Signals(number).name
-
-
-#: Where two names share a number, the one `signal.Signals` calls it by.
-_ALIASES = frozenset({"SIGIOT", "SIGCLD", "SIGPOLL"})
-_NAMES: dict[int, str] = {}
-
-
-def _number_name(number: int) -> str:
-    """9 → `SIGKILL`, from the C `_signal` module: `status` shows the signal a service died
-    of, and importing `signal` (which builds its enums) would cost it ~2 ms."""
-    if not _NAMES:
-        import _signal
-
-        for name, value in vars(_signal).items():
-            if name.startswith("SIG") and "_" not in name and name not in _ALIASES:
-                _NAMES[int(value)] = name
-    return _NAMES.get(number) or _name_of_number(number)
+    return number if word.isascii() and word.isdigit() else _name_of_number(number)
 
 
 def signal_name(sig: int | str) -> str:
@@ -48,4 +28,4 @@ def signal_name(sig: int | str) -> str:
         else:
             name = sig.upper()
             return name if name.startswith("SIG") else "SIG" + name
-    return _number_name(sig)
+    return _name_of_number(sig)

@@ -399,10 +399,11 @@ def _proc_start_time(pid: int) -> float | None:
 
 def cmd_record(container: Container) -> dict[str, object] | None:
     """The CMD as a status row (name CMD), or None when there is no CMD."""
-    if not container.cmd:
+    cmd = getattr(container, "cmd", None)
+    if not cmd:
         return None
-    pid = container.cmd_pid
-    status = container.cmd_status
+    pid = getattr(container, "cmd_pid", None)
+    status = getattr(container, "cmd_status", None)
     last = None
     if status is not None:
         last = {"code": status.code, "signal": status.signal, "at": None}
@@ -421,7 +422,7 @@ def cmd_record(container: Container) -> dict[str, object] | None:
         "normally_up": True,
         "notification_fd": None,
         "reason": None,
-        "cmd": container.cmd,
+        "cmd": list(cmd),
     }
 
 

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from overlayctl import commands, dispatch, render
 from overlayctl.client import ConnectError, ProtocolMismatch, RemoteError
@@ -345,6 +347,31 @@ def test_shutdown_exit_code_option_accepts_negative_and_large(arg: str, sent: in
         argv += ["--exit-code", arg]
     assert _run_cli(argv, factory) == 0
     assert factory.client.calls == [("shutdown", (), {"exit_code": sent})]
+
+
+# -- --json without the json package -------------------------------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+def test_json_output_matches_the_json_module(value: object) -> None:
+    from overlayctl.jsonout import dumps
+
+    assert dumps(value, indent=2) == json.dumps(value, indent=2, default=str)
+    assert dumps(value) == json.dumps(value, separators=(",", ":"), default=str)
+
+
+def test_json_output_of_records_and_odd_values() -> None:
+    from overlayctl.jsonout import dumps
+
+    odd = {"t": (1, 2), 3: "x", "s": {1, 2} and "set", "o": object.__name__, "e": [], "d": {}}
+    for value in (RECORDS, odd, [float("inf"), float("nan"), -0.0, "é\n\x00"]):
+        assert dumps(value, indent=2) == json.dumps(value, indent=2, default=str)
 
 
 # -- the cheap parser ----------------------------------------------------------------------
