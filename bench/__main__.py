@@ -16,7 +16,7 @@ import time
 
 from bench.common import RESULTS, Row, ensure_peers, header, overlayd_problem, table
 
-FIGURES = ["boot", "stop", "memory", "idle", "restart", "reap", "control"]
+FIGURES = ["boot", "stop", "memory", "idle", "restart", "reap", "control", "cli"]
 
 
 def main(argv: list[str]) -> int:
