@@ -384,9 +384,7 @@ def C(command: str, socket: str | None = None, json: bool = False, **values: obj
     return Call(command, {**COMMANDS[command].defaults(), **values}, socket, json)
 
 
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
+CHEAP_ACCEPTS = [
         (["status"], C("status")),
         (["check"], C("check")),
         (["version"], C("version")),
@@ -416,8 +414,10 @@ def C(command: str, socket: str | None = None, json: bool = False, **values: obj
         (["events", "--snapshot"], C("events", snapshot=True)),
         (["pid", "web"], C("pid", name="web")),
         (["rescan"], C("rescan")),
-    ],
-)  # fmt: skip
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "expected"), CHEAP_ACCEPTS)
 def test_cheap_parse_accepts(argv: list[str], expected: Call) -> None:
     assert dispatch.parse(argv) == expected
 
@@ -463,6 +463,42 @@ def test_cheap_parse_accepts(argv: list[str], expected: Call) -> None:
 )
 def test_cheap_parse_defers_to_typer(argv: list[str]) -> None:
     assert dispatch.parse(argv) is None
+
+
+def _typer_call(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Call | None:
+    """The Call the Typer app runs for `argv` (None when it refuses it)."""
+    from overlayctl import cli
+
+    seen: list[Call] = []
+    with monkeypatch.context() as m:
+        m.setattr(dispatch, "run", lambda call, factory=None: seen.append(call) or 0)
+        code = cli.run(argv)
+    return seen[0] if code == 0 and seen else None
+
+
+@pytest.mark.parametrize("argv", [argv for argv, _ in CHEAP_ACCEPTS])
+def test_typer_runs_what_the_cheap_parser_runs(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _typer_call(argv, monkeypatch) == dispatch.parse(argv)
+
+
+_WORDS = st.sampled_from([
+    "status", "stop", "start", "restart", "once", "signal", "wait", "pid", "events", "check",
+    "shutdown", "rescan", "version", "web", "db", "HUP", "9", "--json", "--socket", "/s",
+    "--socket=/t", "--details", "--no-wait", "--timeout", "1", "0.5", "-1", "x", "--kill-after",
+    "--up", "--down", "--ready", "--snapshot", "--exit-code", "300", "--timeout=2", "-", "",
+])  # fmt: skip
+
+
+@given(st.lists(_WORDS, max_size=7))
+def test_cheap_parser_never_disagrees_with_typer(argv: list[str]) -> None:
+    # Whatever the cheap parser accepts, Typer parses to the same call (it may refuse more).
+    call = dispatch.parse(argv)
+    if call is None:
+        return
+    with pytest.MonkeyPatch.context() as m:
+        assert _typer_call(argv, m) == call, argv
 
 
 def test_completion_requests_go_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
