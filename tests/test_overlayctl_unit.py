@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overlayctl import commands, dispatch, render
@@ -483,15 +483,38 @@ def test_typer_runs_what_the_cheap_parser_runs(
     assert _typer_call(argv, monkeypatch) == dispatch.parse(argv)
 
 
-_WORDS = st.sampled_from([
-    "status", "stop", "start", "restart", "once", "signal", "wait", "pid", "events", "check",
-    "shutdown", "rescan", "version", "web", "db", "HUP", "9", "--json", "--socket", "/s",
-    "--socket=/t", "--details", "--no-wait", "--timeout", "1", "0.5", "-1", "x", "--kill-after",
-    "--up", "--down", "--ready", "--snapshot", "--exit-code", "300", "--timeout=2", "-", "",
-])  # fmt: skip
+_VALUES = {"int": ["1", "-1", "300"], "float": ["1", "0.5", ".5", "2."], "str": ["/s", "/t"]}
+_ODD_VALUES = ["-1", "abc", "", "1e3", "--json", "HUP"]
 
 
-@given(st.lists(_WORDS, max_size=7))
+@st.composite
+def _command_lines(draw: st.DrawFn) -> list[str]:
+    """A command and words drawn from what it declares: mostly well formed, sometimes not."""
+    from overlayctl.spec import COMMANDS, GLOBAL_OPTS
+
+    name = draw(st.sampled_from(sorted(COMMANDS)))
+    command = COMMANDS[name]
+    opts = [*command.opts, *GLOBAL_OPTS]
+    pieces: list[list[str]] = []
+    kinds = ["opt", "opt="] + ["word", "word"] * bool(command.args)
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(kinds))
+        if kind == "word":
+            pieces.append([draw(st.sampled_from(["web", "db", "HUP", "9", "-x", "--", ""]))])
+            continue
+        opt = draw(st.sampled_from(opts))
+        if opt.kind == "flag":
+            pieces.append([opt.flag])
+            continue
+        odd = draw(st.integers(0, 4)) == 0
+        value = draw(st.sampled_from(_ODD_VALUES if odd else _VALUES[opt.kind]))
+        pieces.append([f"{opt.flag}={value}"] if kind == "opt=" else [opt.flag, value])
+    before = draw(st.sampled_from([[], ["--json"], ["--socket", "/a"]]))
+    return [*before, name, *(word for piece in pieces for word in piece)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_command_lines())
 def test_cheap_parser_never_disagrees_with_typer(argv: list[str]) -> None:
     # Whatever the cheap parser accepts, Typer parses to the same call (it may refuse more).
     call = dispatch.parse(argv)
