@@ -448,3 +448,48 @@ def test_install_completion_writes_the_script_for_bash(tmp_path: Path) -> None:
     scripts = list(tmp_path.rglob("overlayctl*"))
     assert scripts and "_OVERLAYCTL_COMPLETE=complete_bash" in scripts[0].read_text()
     assert "overlayctl" in (tmp_path / ".bashrc").read_text()
+
+
+# --- a read-only root -------------------------------------------------------------------------
+
+READ_ONLY_ROOT = """
+set -e
+mount --bind / "$NEW"
+mount -o remount,bind,ro "$NEW"
+mount -t tmpfs -o mode=755 tmpfs "$NEW/run"
+mount -t proc proc "$NEW/proc"
+mount --rbind /dev "$NEW/dev"
+exec chroot "$NEW" "$@"
+"""
+IN_THE_CONTAINER = f"""
+if touch /read-only-probe 2>/dev/null; then echo root-is-writable; fi
+{PYTHON} -m overlayctl wait web
+{PYTHON} -m overlayctl status
+echo "cmd-pid=$({PYTHON} -m overlayctl pid CMD) mine=$$"
+exit 5
+"""
+
+
+def test_a_read_only_root_with_a_tmpfs_run_boots_and_overlayctl_finds_it(tree: Tree) -> None:
+    """`docker run --read-only --tmpfs /run`: overlayd as PID 1 on a read-only root makes
+    /run/overlay on the tmpfs, and overlayctl with no --socket nor OVERLAY_* finds it."""
+    if not can_unshare():
+        pytest.skip("needs root and unshare (PID and mount namespaces)")
+    tree.service("web", SLEEP)
+    new_root = tree.base / "newroot"
+    new_root.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OVERLAY_", "S6_"))}
+    env.update(NEW=str(new_root), OVERLAY_ROOT=str(tree.root), PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "--propagation", "private",
+         "sh", "-c", READ_ONLY_ROOT, "sh",
+         PYTHON, "-m", "overlayd", "sh", "-c", IN_THE_CONTAINER],
+        capture_output=True, text=True, env=env, timeout=DEADLINE, cwd="/",
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 5, out
+    assert not re.search(r"^root-is-writable$", out, re.M), out
+    assert re.search(r"^web +up +\d+ ", out, re.M), out
+    assert re.search(r"^CMD +up +(\d+) ", out, re.M), out
+    cmd_pid, mine = re.search(r"^cmd-pid=(\d+) mine=(\d+)$", out, re.M).groups()  # type: ignore[union-attr]
+    assert cmd_pid == mine  # the CMD's row is the shell running these lines
