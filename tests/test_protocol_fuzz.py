@@ -169,6 +169,7 @@ PARAM_VALUES = {
     "condition": st.sampled_from(WAIT_CONDITIONS),
     "timeout": st.none() | st.integers(0, 10**6) | st.floats(0, 1e6),
     "exit_code": st.none() | st.integers(-(2**31), 2**31),
+    "group": st.booleans(),
 }
 
 
