@@ -9,6 +9,7 @@ outlives their caller's connection.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 
@@ -365,8 +366,6 @@ CMD_NAME = "CMD"
 
 def signal_groups(session: Session, signum: int, names: list[str]) -> list[str]:
     """`signal` with group=true: the whole process group of each running service."""
-    import os
-
     services = lookup(session.container, names)
     for service in services:
         if service.pid is None or service.pgid is None:
@@ -392,8 +391,6 @@ def _proc_start_time(pid: int) -> float | None:
             boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
-    import os
-
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
