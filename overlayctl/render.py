@@ -1,6 +1,6 @@
 """Everything overlayctl prints, and the exit code that goes with each outcome.
 
-Both front ends (the hand-rolled fast path in `fast.py` and the Typer app in `cli.py`) print
+Both front ends (the cheap parser in `dispatch.py` and the Typer app in `cli.py`) print
 through these functions, so their output is identical byte for byte. Nothing here imports
 typer, click, rich or tabulate.
 
