@@ -76,8 +76,15 @@ def _completion(value: str | None, show: bool) -> None:
 
     shell = value or _get_shell_name() or ""
     if shell not in SHELLS:
-        found = f"{shell!r} is not" if value else f"cannot tell the shell ({shell or 'none'}):"
-        raise typer.BadParameter(f"{found} one of {', '.join(SHELLS)}")
+        hint = "'--show-completion'" if show else "'--install-completion'"
+        if value:
+            problem = f"no completion for {shell!r}: choose bash, zsh or fish"
+        else:
+            problem = (
+                f"the current shell is {shell or 'unknown'}, which overlayctl does not complete:"
+                " name one after the option (bash, zsh or fish)"
+            )
+        raise typer.BadParameter(problem, param_hint=hint)
     if show:
         var = f"_{render.PROG.upper()}_COMPLETE"
         commands.out(get_completion_script(prog_name=render.PROG, complete_var=var, shell=shell))
