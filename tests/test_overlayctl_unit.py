@@ -886,3 +886,94 @@ def test_interrupt_elsewhere_exits_130(capsys: pytest.CaptureFixture[str]) -> No
     factory = Factory(StubClient(wait=KeyboardInterrupt()))
     assert commands.wait(commands.Invocation(factory=factory), "up", ["web"]) == 130
     assert capsys.readouterr() == ("", "")
+
+
+# -- when a start/stop/restart/once is done (progress.py) ----------------------------------
+
+
+def _rec(state: str, pid: int | None = None, **extra: object) -> dict[str, object]:
+    return {"name": "web", "state": state, "pid": pid, "want": "up", "notification_fd": None,
+            "last_exit": None, **extra}  # fmt: skip
+
+
+def _follow(verb: str, before: dict[str, object], *changes: dict[str, object]) -> object:
+    from overlayctl.progress import Progress
+
+    progress = Progress(verb, before)
+    for change in changes:
+        progress.update(change)
+    return progress
+
+
+def test_restart_is_done_at_the_new_process_through_the_throttle() -> None:
+    killed = {"code": None, "signal": 15, "at": 2.0}
+    steps = [
+        _rec("stopping", 41),
+        _rec("down", last_exit=killed),
+        _rec("backoff", last_exit=killed),
+    ]
+    waiting = _follow("restart", _rec("up", 41), *steps)
+    assert not waiting.done and waiting.line() == "web: still backoff"
+    done = _follow("restart", _rec("up", 41), *steps, _rec("up", 57))
+    assert done.done and not done.failed
+    assert done.line() == "web: restarted (pid 41 → 57)"
+
+
+def test_start_waits_for_readiness_and_reports_a_death_before_it() -> None:
+    nfd = {"notification_fd": 3}
+    ready = _follow(
+        "start", _rec("down", **nfd), _rec("starting", 7, **nfd), _rec("ready", 7, **nfd)
+    )
+    assert (ready.done, ready.line()) == (True, "web: started, ready (pid 7)")
+    crashed = {"code": 3, "signal": None, "at": 1.0}
+    died = _follow(
+        "start", _rec("down", **nfd), _rec("starting", 7, **nfd),
+        _rec("backoff", last_exit=crashed, **nfd),
+    )  # fmt: skip
+    assert died.failed and died.line() == "web: died before it was ready (exit code 3); now backoff"
+
+
+def test_start_of_a_stopping_service_waits_through_its_death() -> None:
+    before = _rec("stopping", 41)
+    progress = _follow(
+        "start", before, _rec("down", last_exit={"code": 0, "signal": None, "at": 1})
+    )
+    assert not progress.done  # the old process died: not a failure of the start
+    assert progress.notice() is not None and "still stopping (pid 41)" in progress.notice()
+    progress.update(_rec("up", 57))
+    assert (progress.done, progress.failed, progress.line()) == (
+        True,
+        False,
+        "web: started, up (pid 57)",
+    )
+
+
+def test_stop_from_backoff_and_already_down() -> None:
+    assert _follow("stop", _rec("backoff"), _rec("down")).line() == "web: stopped"
+    assert _follow("stop", _rec("down")).line() == "web: already down"
+    failed = _follow("stop", _rec("failed", reason="x"))
+    assert failed.done and failed.line() == "web: already failed"
+
+
+def test_once_left_down_by_overlayd_is_said() -> None:
+    progress = _follow("once", _rec("backoff"), _rec("down", want="down"))
+    assert progress.failed and progress.line() == "web: left down by overlayd (it was backoff)"
+
+
+def test_the_action_waits_on_notifications_after_subscribing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stub = StubClient(status=[_rec("up", 41)], states=[_rec("stopping", 41), _rec("up", 57)])
+    assert commands.action(commands.Invocation(factory=Factory(stub)), "restart", ["web"]) == 0
+    assert [c[0] for c in stub.calls] == ["watch", "status", "restart"]
+    assert capsys.readouterr() == ("web: restarted (pid 41 → 57)\n", "")
+
+
+def test_the_action_times_out_naming_the_state(capsys: pytest.CaptureFixture[str]) -> None:
+    stub = StubClient(status=[_rec("up", 41)], states=[_rec("stopping", 41)])
+    inv = commands.Invocation(factory=Factory(stub))
+    assert commands.action(inv, "stop", ["web"], timeout=0.01) == 1
+    assert capsys.readouterr() == (
+        "",
+        "overlayctl: stop: timed out after 0.01 s: web: still stopping (pid 41)\n",
+    )
