@@ -172,7 +172,7 @@ def build() -> typer.Typer:
         name=render.PROG,
         epilog=ROOT_EPILOG,
         no_args_is_help=True,
-        add_completion=False,  # our own options below take the shell as an optional value
+        add_completion=False,  # our own options below; they also take a shell named after them
         pretty_exceptions_enable=False,
         rich_markup_mode=None,  # plain click output: predictable help, no rich import
         context_settings={"help_option_names": ["-h", "--help"]},
