@@ -29,6 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli.run(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`overlayctl --help | head`): done
+        from overlayctl.commands import silence_stdout
+
+        silence_stdout()
+        return 0
     except Exception as exc:  # last line of defence: one line, never a traceback
         print(f"overlayctl: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -94,6 +94,21 @@ def _completion(value: str | None, show: bool) -> None:
     raise typer.Exit(0)
 
 
+def _completion_flag(flag: str, help: str) -> Any:
+    """The annotation of `--show-completion` or `--install-completion` (eager: acts, exits)."""
+    show = flag == "--show-completion"
+    return Annotated[
+        bool,
+        typer.Option(
+            flag,
+            is_eager=True,
+            expose_value=False,
+            callback=lambda value: _completion("" if value else None, show=show),
+            help=help + " (bash, zsh, fish).",
+        ),
+    ]
+
+
 # --- building the app from the declarations -----------------------------------------------------
 
 
@@ -177,7 +192,7 @@ def build() -> typer.Typer:
         rich_markup_mode=None,  # plain click output: predictable help, no rich import
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    shell_help = "for the current shell, or for the SHELL named next (bash, zsh, fish)"
+    shell_help = "shell completion for the current shell, or for the SHELL named next"
 
     @app.callback()
     def root(
@@ -186,22 +201,8 @@ def build() -> typer.Typer:
             str | None, typer.Option(SOCKET.flag, metavar="PATH", help=SOCKET.help)
         ] = None,
         json_output: Annotated[bool, typer.Option(JSON.flag, help=JSON.help)] = False,
-        install: Annotated[
-            bool,
-            typer.Option(
-                "--install-completion", is_eager=True, expose_value=False,
-                callback=lambda value: _completion("" if value else None, show=False),
-                help=f"Install shell completion {shell_help}.",
-            ),
-        ] = False,
-        show: Annotated[
-            bool,
-            typer.Option(
-                "--show-completion", is_eager=True, expose_value=False,
-                callback=lambda value: _completion("" if value else None, show=True),
-                help=f"Print the shell completion script {shell_help}.",
-            ),
-        ] = False,
+        install: _completion_flag("--install-completion", f"Install {shell_help}") = False,
+        show: _completion_flag("--show-completion", f"Print {shell_help}") = False,
     ) -> None:  # fmt: skip
         """Control overlayd, the container init and process supervisor."""
         given = ctx.obj if isinstance(ctx.obj, Invocation) else Invocation()

@@ -86,7 +86,7 @@ def err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     # The reader went away (`overlayctl events | head`). Point stdout at /dev/null so the
     # interpreter's final flush does not raise a second BrokenPipeError at exit.
     try:
@@ -112,7 +112,7 @@ def execute(
     except KeyboardInterrupt:
         return on_interrupt
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return render.EXIT_OK
     except Exception as exc:
         code, message = render.failure(exc, _shown_path(path))

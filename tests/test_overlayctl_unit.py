@@ -977,3 +977,14 @@ def test_the_action_times_out_naming_the_state(capsys: pytest.CaptureFixture[str
         "",
         "overlayctl: stop: timed out after 0.01 s: web: still stopping (pid 41)\n",
     )
+
+
+def test_output_into_a_closed_pipe_is_quiet() -> None:
+    # `overlayctl --show-completion bash | head -1`: the reader leaves early; no traceback,
+    # no "internal error", exit 0.
+    proc = subprocess.run(
+        ["sh", "-c", f"'{sys.executable}' -m overlayctl --show-completion bash | head -c1"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )  # fmt: skip
+    assert (proc.stdout, proc.stderr) == ("_", "")
