@@ -37,6 +37,9 @@ EXIT_INTERRUPTED = 130  # ^C anywhere but `events`, where ^C is the normal way o
 # States in which `since` may stand in for the start of the current run, for an overlayd that
 # does not send `started` (a `ready` service's `since` is when it became ready: close enough).
 RUNNING_STATES = frozenset({"up", "ready"})
+# States an `events` line shows the last exit in: the process is gone (stopping, starting: the
+# exit shown would be an older process's).
+EXITED_STATES = frozenset({"down", "finishing", "backoff", "failed"})
 
 STATUS_HEADERS = ("name", "state", "pid", "uptime", "restarts", "last exit", "ready")
 DETAIL_HEADERS = ("cpu", "rss", "procs")
@@ -208,7 +211,7 @@ def format_event(record: Mapping[str, Any]) -> str:
     parts = [stamp, str(record.get("name", "?")), state]
     if record.get("pid"):
         parts.append(f"pid={record['pid']}")
-    if state not in RUNNING_STATES and record.get("last_exit"):
+    if state in EXITED_STATES and record.get("last_exit"):
         parts.append(f"exit={format_last_exit(record['last_exit'])}")
     return " ".join(parts)
 
