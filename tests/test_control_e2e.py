@@ -78,12 +78,12 @@ NOTIFY = {"notification-fd": "3\n"}
 
 @pytest.fixture
 def overlay(tree: Tree, boot: Callable[..., Booted]) -> Callable[..., Booted]:
-    """overlay(**env) → a PID-1 overlayd over `tree`, its control socket answering."""
+    """overlay(*cmd, **env) → a PID-1 overlayd over `tree`, its control socket answering."""
     if not can_unshare():
         pytest.skip("needs root and unshare (PID namespace)")
 
-    def start(**env: str) -> Booted:
-        booted = boot(env=env)
+    def start(*cmd: str, **env: str) -> Booted:
+        booted = boot(*cmd, env=env)
         wait_until(booted.socket.exists, 10, "the control socket")
         return booted
 

@@ -8,7 +8,6 @@ values. Nothing waits by sleeping: on output lines, states, or conditions with d
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,6 +21,9 @@ import pytest
 
 from tests.harness import DEADLINE, PYTHON, REPO, Booted, Tree, can_unshare, wait_until
 from tests.harness import write_to_reader as release_fifo
+from tests.test_control_e2e import ok, overlay, record
+
+__all__ = ["overlay"]  # a fixture, imported for pytest
 
 SLEEP = "exec sleep 1000"
 #: A run script that ignores SIGTERM, and a child in its process group that ignores it too.
@@ -31,30 +33,6 @@ STUBBORN = (
     "echo stubborn-running\nwhile :; do sleep 1; done"
 )
 VENV_BIN = Path(PYTHON).parent
-
-
-@pytest.fixture
-def overlay(tree: Tree, boot: Callable[..., Booted]) -> Callable[..., Booted]:
-    if not can_unshare():
-        pytest.skip("needs root and unshare (PID namespace)")
-
-    def start(*cmd: str, **env: str) -> Booted:
-        booted = boot(*cmd, env=env)
-        wait_until(booted.socket.exists, 10, "the control socket")
-        return booted
-
-    return start
-
-
-def ok(booted: Booted, *args: str) -> str:
-    done = booted.ctl(*args)
-    assert (done.returncode, done.stderr) == (0, ""), (args, done.stdout, done.stderr)
-    return done.stdout
-
-
-def record(booted: Booted, name: str) -> dict[str, object]:
-    (found,) = json.loads(ok(booted, "--json", "status", name))
-    return found
 
 
 def state_is(booted: Booted, name: str, state: str) -> Callable[[], bool]:
