@@ -18,7 +18,7 @@ from bench.common import RESULTS, Row, ensure_peers, header, overlayd_problem, t
 
 FIGURES = [
     "boot", "stop", "memory", "idle", "restart", "reap", "control", "s6tools", "dist",
-    "logthroughput", "dag", "health",
+    "logthroughput", "dag", "health", "cli",
 ]
 
 

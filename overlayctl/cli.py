@@ -1,222 +1,219 @@
-"""The full overlayctl command line, built with Typer.
+"""The Typer app, built from the command declarations in spec.py (see `commands.py`).
 
-Every command here only declares its arguments and help, then calls the matching function in
-`overlayctl.commands`, which does the work and picks the exit code; the fast path in `fast.py`
-calls the same functions. Usage errors are printed by `run()` as one line on stderr, exit 2.
+Loaded only for what the cheap front end (`dispatch.py`) hands over: `--help`, shell
+completion (`--install-completion`, `--show-completion`, and the completion requests the
+installed script makes), and every command line with a usage error, which `run()` prints as
+one line on stderr, exit 2. A command run from here calls the same function in commands.py
+through the same `dispatch.Call` as the cheap path.
 
 `--socket` and `--json` are accepted both before the command (root callback, kept in
 `ctx.obj`) and after it (per-command options); after wins for `--socket`, either sets `--json`.
 """
 
-from typing import Annotated
+import inspect
+from typing import Annotated, Any
 
 import typer
 
-from overlayctl import commands, render
+from overlayctl import commands, dispatch, render
 from overlayctl.commands import Invocation
-from overlayctl.signals import parse_signal
+from overlayctl.spec import COMMANDS, GLOBAL_OPTS, JSON, KINDS, SOCKET, Arg, Command, Opt
 
-SOCKET_HELP = (
-    "Control socket. Default: $OVERLAY_SOCKET, else $OVERLAY_RUN_DIR/control.sock,"
-    " else /run/overlay/control.sock."
-)
-JSON_HELP = "Print JSON instead of text."
-
-SocketOpt = Annotated[
-    str | None, typer.Option("--socket", metavar="PATH", help=SOCKET_HELP, show_default=False)
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
-Names = Annotated[
-    list[str], typer.Argument(metavar="NAME", help="Service names.", show_default=False)
-]
-
-
-def _examples(*lines: str) -> str:
-    """An epilog block that click prints as written (the \\b stops it re-wrapping)."""
-    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
-
+#: The order `overlayctl --help` lists the commands in.
+HELP_ORDER = (
+    "status", "start", "stop", "restart", "once", "signal", "wait", "check", "pid", "events",
+    "rescan", "shutdown", "version",
+)  # fmt: skip
+#: How long completion may spend asking overlayd for service names (then: no names).
+COMPLETION_TIMEOUT = 0.5
 
 ROOT_EPILOG = (
-    _examples("overlayctl status", "overlayctl --json status web", "overlayctl check")
-    + "\n\n\b\nExit codes:\n  0 done\n  1 the answer is no (check unhealthy, wait timed out)"
+    "\b\nExamples:\n  overlayctl status\n  overlayctl restart web\n  overlayctl check"
+    "\n  overlayctl --install-completion bash"
+    "\n\n\b\nExit codes:\n  0 done\n  1 the answer is no (check unhealthy, wait timed out)"
     "\n  2 usage error\n  3 cannot reach overlayd\n  4 overlayd refused the request"
 )
-
-app = typer.Typer(
-    name=render.PROG,
-    epilog=ROOT_EPILOG,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain click output: predictable help, no rich import
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+SHELLS = ("bash", "zsh", "fish")
+COMPLETION_FLAGS = ("--install-completion", "--show-completion")
 
 
-@app.callback()
-def root(ctx: typer.Context, socket: SocketOpt = None, json_output: JsonOpt = False) -> None:
-    """Control overlayd, the container init and process supervisor."""
-    given = ctx.obj if isinstance(ctx.obj, Invocation) else Invocation()
-    ctx.obj = Invocation(socket=socket, json=json_output, factory=given.factory)
+# --- completion ---------------------------------------------------------------------------------
 
 
-def _inv(ctx: typer.Context, socket: str | None, json_output: bool) -> Invocation:
-    """Merge the per-command --socket/--json with the ones given before the command."""
-    outer = ctx.obj if isinstance(ctx.obj, Invocation) else Invocation()
-    return Invocation(
-        socket=socket or outer.socket, json=json_output or outer.json, factory=outer.factory
-    )
-
-
-def _done(code: int) -> None:
-    if code:
-        raise typer.Exit(code)
-
-
-@app.command(epilog=_examples("overlayctl status", "overlayctl status --details web db"))
-def status(
-    ctx: typer.Context,
-    names: Annotated[
-        list[str] | None,
-        typer.Argument(metavar="NAME", help="Services (default: all).", show_default=False),
-    ] = None,
-    details: Annotated[
-        bool, typer.Option("--details", help="Add cpu, rss and process-count columns.")
-    ] = False,
-    socket: SocketOpt = None,
-    json_output: JsonOpt = False,
-) -> None:
-    """Show the state of services.
-
-    A table of name, state, pid, uptime, restarts, last exit and ready; --details adds cpu,
-    rss and process count. --json prints the list of service records instead.
-    """
-    _done(commands.status(_inv(ctx, socket, json_output), names or (), details=details))
-
-
-def _action(verb: str, doc: str) -> None:
-    """Register start/stop/restart/once: same arguments, one RPC each."""
-
-    def command(
-        ctx: typer.Context, names: Names, socket: SocketOpt = None, json_output: JsonOpt = False
-    ) -> None:
-        _done(commands.action(_inv(ctx, socket, json_output), verb, names))
-
-    command.__doc__ = doc
-    command.__name__ = verb
-    app.command(verb, epilog=_examples(f"overlayctl {verb} web", f"overlayctl {verb} web db"))(
-        command
-    )
-
-
-_action("start", "Start services and keep them up (restarted when they exit).")
-_action("stop", "Stop services: send the down signal to each process group.")
-_action("restart", "Stop, then start services again.")
-_action("once", "Start services once, without restarting them when they exit.")
-
-
-def _check_signal(value: str) -> str:
+def complete_service(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Live service names (and CMD) from overlayd; nothing, silently, if it cannot answer."""
+    socket = None
+    node: Any = ctx
+    while node is not None and socket is None:
+        socket = node.params.get("socket")
+        node = node.parent
     try:
-        parse_signal(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return value
+        from overlayctl.client import Client
+
+        with Client(commands.resolve_socket(socket), timeout=COMPLETION_TIMEOUT) as client:
+            names = [str(r.get("name")) for r in client.status()]
+    except Exception:
+        return []
+    return [name for name in names if name.startswith(incomplete)]
 
 
-@app.command("signal", epilog=_examples("overlayctl signal HUP nginx", "overlayctl signal 10 web"))
-def signal_(
-    ctx: typer.Context,
-    sig: Annotated[
-        str,
-        typer.Argument(metavar="SIG", help="HUP, SIGHUP or a number.", callback=_check_signal),
-    ],
-    names: Names,
-    socket: SocketOpt = None,
-    json_output: JsonOpt = False,
-) -> None:
-    """Send a signal to services' main processes (the process `run` became).
+def complete_signal(incomplete: str) -> list[str]:
+    """Signal names, without the SIG prefix (HUP, TERM, ...)."""
+    import signal
 
-    SIG is a name (HUP, SIGHUP, sighup) or a number.
-    """
-    _done(commands.send_signal(_inv(ctx, socket, json_output), parse_signal(sig), names))
+    names = sorted({s.name[3:] for s in signal.Signals if not s.name.startswith("SIG_")})
+    return [name for name in names if name.startswith(incomplete.upper())]
 
 
-@app.command(epilog=_examples("overlayctl wait web", "overlayctl wait --ready --timeout 30 db web"))
-def wait(
-    ctx: typer.Context,
-    names: Names,
-    up: Annotated[bool, typer.Option("--up", help="Wait until running (the default).")] = False,
-    ready: Annotated[bool, typer.Option("--ready", help="Wait until ready.")] = False,
-    down: Annotated[bool, typer.Option("--down", help="Wait until stopped.")] = False,
-    timeout: Annotated[
-        float | None,
-        typer.Option("--timeout", metavar="S", min=0, help="Give up after S seconds (exit 1)."),
-    ] = None,
-    socket: SocketOpt = None,
-    json_output: JsonOpt = False,
-) -> None:
-    """Wait for services to be up, ready or down.
-
-    Exit 0 when every named service is there, 1 if --timeout runs out first.
-    """
-    chosen = [word for word, flag in (("up", up), ("ready", ready), ("down", down)) if flag]
-    if len(chosen) > 1:
-        raise typer.BadParameter("give only one of --up, --ready, --down")
-    condition = chosen[0] if chosen else "up"
-    _done(commands.wait(_inv(ctx, socket, json_output), condition, names, timeout=timeout))
+COMPLETERS = {"service": complete_service, "signal": complete_signal}
 
 
-@app.command(epilog=_examples("overlayctl check", "HEALTHCHECK CMD overlayctl check"))
-def check(ctx: typer.Context, socket: SocketOpt = None, json_output: JsonOpt = False) -> None:
-    """Health check: exit 0 if healthy, 1 if not.
+def _completion(value: str | None, show: bool) -> None:
+    """--show-completion [SHELL] / --install-completion [SHELL]: Typer's scripts, then exit."""
+    if value is None:
+        return
+    from typer._completion_shared import _get_shell_name, get_completion_script, install
 
-    Healthy: every normally-up service is up, and ready when it has a notification-fd. When
-    not, each culprit is named on stderr, one per line. A service stopped on request is fine.
-    """
-    _done(commands.check(_inv(ctx, socket, json_output)))
+    shell = value or _get_shell_name() or ""
+    if shell not in SHELLS:
+        hint = "'--show-completion'" if show else "'--install-completion'"
+        if value:
+            problem = f"no completion for {shell!r}: choose bash, zsh or fish"
+        else:
+            problem = (
+                f"the current shell is {shell or 'unknown'}, which overlayctl does not complete:"
+                " name one after the option (bash, zsh or fish)"
+            )
+        raise typer.BadParameter(problem, param_hint=hint)
+    if show:
+        var = f"_{render.PROG.upper()}_COMPLETE"
+        commands.out(get_completion_script(prog_name=render.PROG, complete_var=var, shell=shell))
+    else:
+        done, path = install(shell=shell, prog_name=render.PROG)
+        commands.out(f"{done} completion installed in {path}; it works in new shells")
+    raise typer.Exit(0)
 
 
-@app.command(epilog=_examples("overlayctl shutdown", "overlayctl shutdown --exit-code 3"))
-def shutdown(
-    ctx: typer.Context,
-    exit_code: Annotated[
-        int | None,
+def _completion_flag(flag: str, help: str) -> Any:
+    """The annotation of `--show-completion` or `--install-completion` (eager: acts, exits)."""
+    show = flag == "--show-completion"
+    return Annotated[
+        bool,
         typer.Option(
-            "--exit-code", metavar="N", help="The container's exit code (taken modulo 256)."
+            flag,
+            is_eager=True,
+            expose_value=False,
+            callback=lambda value: _completion("" if value else None, show=show),
+            help=help + " (bash, zsh, fish).",
         ),
-    ] = None,
-    socket: SocketOpt = None,
-    json_output: JsonOpt = False,
-) -> None:
-    """Stop the container.
-
-    Stops the CMD and every service, runs cont-finish.d and exits; --exit-code N sets the
-    container's exit code (N modulo 256).
-    """
-    _done(commands.shutdown(_inv(ctx, socket, json_output), exit_code))
+    ]
 
 
-@app.command(epilog=_examples("overlayctl events", "overlayctl --json events | jq ."))
-def events(ctx: typer.Context, socket: SocketOpt = None, json_output: JsonOpt = False) -> None:
-    """Follow state changes as they happen, until ^C.
-
-    One line per change (time, name, state, pid); --json prints one JSON record per line.
-    """
-    _done(commands.events(_inv(ctx, socket, json_output)))
+# --- building the app from the declarations -----------------------------------------------------
 
 
-@app.command(epilog=_examples("overlayctl version", "overlayctl --json version"))
-def version(ctx: typer.Context, socket: SocketOpt = None, json_output: JsonOpt = False) -> None:
-    """Show overlayctl's and overlayd's versions.
+def _option(opt: Opt) -> tuple[Any, Any]:
+    """(annotation, default) of one option as Typer reads them."""
+    kind = KINDS[opt.kind]
+    info = typer.Option(
+        *(f for f in (opt.short, opt.flag) if f),
+        help=opt.help,
+        metavar=opt.metavar,
+        min=opt.minimum,
+        show_default=opt.kind != "flag" and opt.default is not None,
+    )
+    annotation = kind if opt.kind == "flag" or opt.default is not None else kind | None
+    return Annotated[annotation, info], opt.default
 
-    The client version is always printed; exit 3 when overlayd cannot be reached.
-    """
-    _done(commands.version(_inv(ctx, socket, json_output)))
+
+def _argument(arg: Arg) -> tuple[Any, Any]:
+    completer = COMPLETERS.get(arg.complete or "")
+    info = typer.Argument(
+        metavar=arg.metavar,
+        help=arg.help,
+        show_default=False,
+        autocompletion=completer,
+    )
+    if arg.many:
+        return Annotated[list[str] if arg.required else list[str] | None, info], (
+            inspect.Parameter.empty if arg.required else None
+        )
+    return Annotated[str, info], inspect.Parameter.empty
 
 
-from overlayctl import logs as _logs  # noqa: E402  (the command lives in its own module)
+def _parameters(command: Command) -> list[inspect.Parameter]:
+    kind = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("ctx", kind, annotation=typer.Context)]
+    for arg in command.args:
+        annotation, default = _argument(arg)
+        params.append(inspect.Parameter(arg.dest, kind, annotation=annotation, default=default))
+    for opt in (*command.opts, *GLOBAL_OPTS):
+        annotation, default = _option(opt)
+        params.append(inspect.Parameter(opt.dest, kind, annotation=annotation, default=default))
+    return params
 
-_logs.register(app, _inv, SocketOpt, JsonOpt)
+
+def _callback(command: Command) -> Any:
+    """The function Typer calls for `command`: check, then run it as the cheap path would."""
+
+    def callback(ctx: typer.Context, **given: Any) -> None:
+        outer = ctx.obj if isinstance(ctx.obj, Invocation) else Invocation()
+        socket, json_output = given.pop(SOCKET.dest), given.pop(JSON.dest)
+        values = command.defaults()
+        for arg in command.args:
+            value = given.pop(arg.dest)
+            values[arg.dest] = tuple(value or ()) if arg.many else value
+        values.update(given)
+        problem = command.check(values) if command.check else None
+        if problem:
+            raise typer.BadParameter(problem)
+        json_output = json_output or outer.json
+        call = dispatch.Call(command.name, values, socket or outer.socket, json_output)
+        code = dispatch.run(call, factory=outer.factory)
+        if code:
+            raise typer.Exit(code)
+
+    params = _parameters(command)
+    callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    callback.__annotations__ = {p.name: p.annotation for p in params}
+    callback.__name__ = command.name
+    callback.__doc__ = command.help
+    return callback
+
+
+def build() -> typer.Typer:
+    """The Typer app for every declared command."""
+    app = typer.Typer(
+        name=render.PROG,
+        epilog=ROOT_EPILOG,
+        no_args_is_help=True,
+        add_completion=False,  # our own options below; they also take a shell named after them
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # plain click output: predictable help, no rich import
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    shell_help = "shell completion for the current shell, or for the SHELL named next"
+
+    @app.callback()
+    def root(
+        ctx: typer.Context,
+        socket: Annotated[
+            str | None, typer.Option(SOCKET.flag, metavar="PATH", help=SOCKET.help)
+        ] = None,
+        json_output: Annotated[bool, typer.Option(JSON.flag, help=JSON.help)] = False,
+        install: _completion_flag("--install-completion", f"Install {shell_help}") = False,
+        show: _completion_flag("--show-completion", f"Print {shell_help}") = False,
+    ) -> None:  # fmt: skip
+        """Control overlayd, the container init and process supervisor."""
+        given = ctx.obj if isinstance(ctx.obj, Invocation) else Invocation()
+        ctx.obj = Invocation(socket=socket, json=json_output, factory=given.factory)
+
+    for name in sorted(COMMANDS, key=lambda n: (*HELP_ORDER, n).index(n)):
+        command = COMMANDS[name]
+        epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in command.epilog)
+        app.command(name, epilog=epilog)(_callback(command))
+    return app
+
 
 
 def _usage_line(exc: typer.TyperException) -> str:
@@ -228,10 +225,38 @@ def _usage_line(exc: typer.TyperException) -> str:
     return render.error_line(message)
 
 
+def _plain_metavars(group: Any) -> None:
+    """`NAME...` (`[NAME...]` when optional) in usage and help, where Typer writes `{NAME}`."""
+    for command in group.commands.values():
+        for param in command.params:
+            if param.param_type_name == "argument" and param.metavar:
+                shown = param.metavar + ("..." if param.nargs == -1 else "")
+                shown = shown if param.required else f"[{shown}]"
+                param.make_metavar = lambda *_a, _shown=shown, **_k: _shown
+
+
+def get_command() -> Any:
+    """The click command behind the Typer app, ready to run."""
+    import os
+
+    if os.environ.get(dispatch.COMPLETE_VAR):
+        # Typer registers its bash/zsh/fish completion classes only with add_completion=True.
+        from typer._completion_classes import completion_init
+
+        completion_init()
+    group = typer.main.get_command(build())
+    _plain_metavars(group)
+    return group
+
+
 def run(args: list[str], factory: "commands.ClientFactory | None" = None) -> int:
     """Run the Typer app on `args` and return the exit code (never raises SystemExit)."""
-    command = typer.main.get_command(app)
     try:
+        if args and args[0] in COMPLETION_FLAGS and len(args) <= 2:
+            # `--show-completion bash`: a shell named after the flag (click has no option
+            # with an optional value), for Dockerfiles, where the parent shell is `sh`.
+            _completion(args[1] if len(args) == 2 else "", show=args[0] == "--show-completion")
+        command = get_command()
         result = command.main(
             args=list(args),
             prog_name=render.PROG,

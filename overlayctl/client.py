@@ -54,19 +54,37 @@ MAX_QUEUED_NOTIFICATIONS = 10_000
 #: The notification overlayd sends, just before it hangs up, to a connection it will not
 #: serve: ``[2, "error", [{code, message, data}]]`` (too many clients, a broken stream).
 ERROR_NOTIFICATION = "error"
+#: Methods whose first call on a connection is sent along with the handshake's hello. Only
+#: read-only ones: a request that changes something must wait until the protocol is checked.
+PIPELINED = frozenset({"status", "check", "wait", "subscribe"})
 _RECV_SIZE = 1 << 16
 _MSGID_MASK = (1 << 32) - 1
 
 
-def default_socket_path() -> str:
-    """``$OVERLAY_SOCKET``, else ``$OVERLAY_RUN_DIR/control.sock``, else the built-in default."""
+def fallback_socket_path(uid: int | None = None) -> str:
+    """Where overlayd listens when it is not root and cannot make /run/overlay (DESIGN §2)."""
+    return f"/tmp/overlay-{os.getuid() if uid is None else uid}/control.sock"
+
+
+def socket_candidates() -> list[str]:
+    """The sockets to try, in order (the search order the README documents).
+
+    ``$OVERLAY_SOCKET``; else ``$OVERLAY_RUN_DIR/control.sock``; else the default
+    ``/run/overlay/control.sock`` and then ``/tmp/overlay-UID/control.sock`` (UID: ours), the
+    per-user directory a non-root overlayd falls back to.
+    """
     path = os.environ.get("OVERLAY_SOCKET")
     if path:
-        return path
+        return [path]
     run_dir = os.environ.get("OVERLAY_RUN_DIR")
     if run_dir:
-        return os.path.join(run_dir, "control.sock")
-    return DEFAULT_SOCKET
+        return [os.path.join(run_dir, "control.sock")]
+    return [DEFAULT_SOCKET, fallback_socket_path()]
+
+
+def default_socket_path() -> str:
+    """``$OVERLAY_SOCKET``, else ``$OVERLAY_RUN_DIR/control.sock``, else the built-in default."""
+    return socket_candidates()[0]
 
 
 class ClientError(Exception):
@@ -143,7 +161,10 @@ class Client:
         *,
         handshake: bool = True,
     ) -> None:
-        self.socket_path = default_socket_path() if socket_path is None else socket_path
+        candidates = socket_candidates() if socket_path is None else [socket_path]
+        self.socket_path = candidates[0]
+        #: Where to look next when ``socket_path`` does not exist (the search order).
+        self._fallbacks = candidates[1:]
         self.timeout = timeout
         self.handshake = handshake
         #: The ``hello`` reply of the current connection's handshake, once connected.
@@ -172,22 +193,40 @@ class Client:
         if sock is not None:
             sock.close()
 
-    def _connect(self) -> None:
+    def _connect(self, handshake: bool = True) -> None:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
-            sock.connect(self.socket_path)
+            self._connect_any(sock)
         except OSError as exc:
             sock.close()
-            raise ConnectError(self.socket_path, _reason(exc)) from exc
+            reason = _reason(exc)
+            if isinstance(exc, PermissionError):
+                from overlayctl.diagnose import permission_hint
+
+                reason = permission_hint(self.socket_path, reason)
+            looked = " or ".join([self.socket_path, *self._fallbacks])
+            raise ConnectError(looked, reason) from exc
         self._sock = sock
         self._decoder = Decoder()
-        if self.handshake:
+        if self.handshake and handshake:
             try:
                 self._check_hello(self._call("hello", [], self.timeout))
             except ClientError:
                 self.close()
                 raise
+
+    def _connect_any(self, sock: _socket.socket) -> None:
+        """Connect to ``socket_path``, else to the first fallback that exists."""
+        try:
+            sock.connect(self.socket_path)
+        except (FileNotFoundError, ConnectionRefusedError) as first:
+            for path in self._fallbacks:
+                if os.path.exists(path):
+                    self.socket_path, self._fallbacks = path, []
+                    sock.connect(path)
+                    return
+            raise first
 
     def _check_hello(self, info: object) -> dict[str, object]:
         protocol = info.get("protocol") if type(info) is dict else None
@@ -286,8 +325,16 @@ class Client:
         return responses
 
     def _call(self, method: str, params: list[object], timeout: float | None) -> object:
+        hello_id = None
+        first = b""
         if self._sock is None:
-            self._connect()
+            # A read-only first call goes out with the handshake's hello in one write, and
+            # both answers come back in one read: one round trip to overlayd, not two.
+            pipelined = self.handshake and method in PIPELINED
+            self._connect(handshake=not pipelined)
+            if pipelined:
+                self._msgid = hello_id = (self._msgid + 1) & _MSGID_MASK
+                first = pack_request(hello_id, "hello", [])
         self._msgid = msgid = (self._msgid + 1) & _MSGID_MASK
         try:
             frame = pack_request(msgid, method, params)
@@ -297,22 +344,38 @@ class Client:
         sock = self._sock
         try:
             sock.settimeout(timeout)
-            sock.sendall(frame)
+            sock.sendall(first + frame)
         except TimeoutError:
             raise self._fail("timed out sending a request", hung_up=False) from None
         except OSError as exc:
             raise self._fail(_reason(exc)) from exc  # EPIPE: maybe refused before we spoke
-        while True:
+        answer = None
+        while answer is None or hello_id is not None:
             responses = self._read(deadline)
             if responses is None:
                 raise ConnectError(self.socket_path, "overlayd closed the connection")
             for response in responses:
-                if response.msgid != msgid:
-                    continue  # the late answer to an earlier call that timed out
+                if response.msgid == hello_id:
+                    hello_id = None
+                    self._check_pipelined_hello(response)
+                elif response.msgid == msgid:
+                    answer = response
+                # else: the late answer to an earlier call that timed out
+        error = answer.error
+        if error is not None:
+            raise RemoteError(error["code"], error["message"], error["data"])
+        return answer.result
+
+    def _check_pipelined_hello(self, response: Response) -> None:
+        """The handshake's answer, read before the call's: a mismatch wins over the result."""
+        try:
+            if response.error is not None:
                 error = response.error
-                if error is not None:
-                    raise RemoteError(error["code"], error["message"], error["data"])
-                return response.result
+                raise RemoteError(error["code"], error["message"], error["data"])
+            self._check_hello(response.result)
+        except ClientError:
+            self.close()
+            raise
 
     def call(self, method: str, *params: object) -> object:
         """Call any method with positional ``params``; return its result."""
@@ -347,9 +410,19 @@ class Client:
         """Start the services without restarting them when they exit; returns the names."""
         return self._call("once", [_name_list(names)], self.timeout)
 
-    def signal(self, sig: str | int, names: Iterable[str]) -> list[str]:
-        """Signal each service's main process (``"HUP"``, ``"SIGHUP"`` or a number)."""
-        return self._call("signal", [sig, _name_list(names)], self.timeout)
+    def signal(self, sig: str | int, names: Iterable[str], group: bool = False) -> list[str]:
+        """Signal each service's main process (``"HUP"``, ``"SIGHUP"`` or a number).
+
+        ``group``: its whole process group instead (an overlayd that knows the param).
+        """
+        params: list[object] = [sig, _name_list(names)]
+        if group:
+            params.append(True)
+        return self._call("signal", params, self.timeout)
+
+    def rescan(self) -> dict[str, object]:
+        """Re-read services.d: ``{"added": [names started], "stopped": [names stopped]}``."""
+        return self._call("rescan", [], self.timeout)
 
     def wait(self, condition: str, names: Iterable[str], timeout: float | None = None) -> bool:
         """Block until every service is ``up``, ``ready`` or ``down``; True.
@@ -375,6 +448,43 @@ class Client:
         """
         self._call("subscribe", [], self.timeout)
         return self._events()
+
+    def watch(self) -> None:
+        """Subscribe without reading: ``next_state`` then returns each change, in order."""
+        self._call("subscribe", [], self.timeout)
+
+    def discard_states(self) -> None:
+        """Forget the state notifications received so far (a fresh ``status`` covers them)."""
+        self._notifications.clear()
+
+    def next_state(self, timeout: float | None) -> dict[str, object] | None:
+        """The next ``state`` notification's record after ``watch``; None after ``timeout`` s.
+
+        A timeout leaves the connection usable. Raises ``ConnectError`` when overlayd hangs up.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        queue = self._notifications
+        while True:
+            while queue:
+                notification = queue.popleft()
+                if notification.method == STATE_NOTIFICATION and notification.params:
+                    return notification.params[0]
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            sock = self._sock
+            if sock is None:
+                raise ConnectError(self.socket_path, "connection closed")
+            try:
+                sock.settimeout(left)
+                data = sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                return None
+            except OSError as exc:
+                raise self._fail(_reason(exc)) from exc
+            if not data:
+                raise self._fail("overlayd closed the connection")
+            self._parse(data)
 
     def _events(self) -> Iterator[list[object]]:
         queue = self._notifications

@@ -16,6 +16,7 @@ import time
 
 from overlayctl import render
 from overlayctl.commands import Invocation, err, execute, out
+from overlayctl.spec import Arg, Opt, command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -116,8 +117,20 @@ def follow_logdir(logdir: str, handle: "BinaryIO | None") -> None:
             handle.close()
 
 
+@command(
+    "logs",
+    Arg("name", "NAME", "The service.", complete="service"),
+    Opt("--lines", "lines", "Lines to show (-1: all).", "int", "N", 10, -1, short="-n"),
+    Opt("--follow", "follow", "Keep printing new lines until ^C.", short="-f"),
+    examples=("overlayctl logs web", "overlayctl logs -n 100 -f web"),
+)
 def logs(inv: Invocation, name: str, lines: int = 10, follow: bool = False) -> int:
-    """Print the last `lines` lines of `name`'s output; follow with `follow`."""
+    """Show a service's recent output.
+
+    From the logdir its s6-log writes (current and the newest archives), or, with
+    OVERLAY_LOG_PREFIX=1, from the lines overlayd keeps. Exit 1 when neither exists,
+    saying where the output goes.
+    """
 
     def body(client: "Any") -> int:
         answer = client.call("logs", name, lines, None)
@@ -163,37 +176,3 @@ def logs(inv: Invocation, name: str, lines: int = 10, follow: bool = False) -> i
         return render.EXIT_NO
 
     return execute(inv, body, on_interrupt=render.EXIT_OK)
-
-
-def register(app: "Any", inv_of: "Any", socket_opt: "Any", json_opt: "Any") -> None:
-    """Add the `logs` command to the Typer app (called by cli.py)."""
-    from typing import Annotated
-
-    import typer
-
-    def logs_command(
-        ctx: typer.Context,
-        name: Annotated[str, typer.Argument(metavar="NAME", help="The service.")],
-        lines: Annotated[
-            int, typer.Option("-n", "--lines", metavar="N", min=-1, help="Lines to show (-1: all).")
-        ] = 10,
-        follow: Annotated[
-            bool, typer.Option("-f", "--follow", help="Keep printing new lines until ^C.")
-        ] = False,
-        socket: socket_opt = None,
-        json_output: json_opt = False,
-    ) -> None:
-        """Show a service's recent output.
-
-        From the logdir its s6-log writes (current and the newest archives), or, with
-        OVERLAY_LOG_PREFIX=1, from the lines overlayd keeps. Exit 1 when neither exists,
-        saying where the output goes.
-        """
-        code = logs(inv_of(ctx, socket, json_output), name, lines, follow)
-        if code:
-            raise typer.Exit(code)
-
-    app.command(
-        "logs",
-        epilog="\b\nExamples:\n  overlayctl logs web\n  overlayctl logs -n 100 -f web",
-    )(logs_command)

@@ -1,6 +1,6 @@
 """Everything overlayctl prints, and the exit code that goes with each outcome.
 
-Both front ends (the hand-rolled fast path in `fast.py` and the Typer app in `cli.py`) print
+Both front ends (the cheap parser in `dispatch.py` and the Typer app in `cli.py`) print
 through these functions, so their output is identical byte for byte. Nothing here imports
 typer, click, rich or tabulate.
 
@@ -39,6 +39,9 @@ EXIT_INTERRUPTED = 130  # ^C anywhere but `events`, where ^C is the normal way o
 # States in which `since` may stand in for the start of the current run, for an overlayd that
 # does not send `started` (a `ready` service's `since` is when it became ready: close enough).
 RUNNING_STATES = frozenset({UP, READY})
+# States an `events` line shows the last exit in: the process is gone (stopping, starting: the
+# exit shown would be an older process's).
+EXITED_STATES = frozenset({"down", "finishing", "backoff", "failed"})
 
 STATUS_HEADERS = (
     "name", "state", "pid", "uptime", "restarts", "last exit", "ready", "health", "checked",
@@ -164,23 +167,42 @@ def status_row(record: Mapping[str, Any], now: float, details: bool = False) -> 
     return row
 
 
+def reason_of(record: Mapping[str, Any]) -> str:
+    """Why a service is in backoff or failed (overlayd's reason, else its last exit), or ``""``."""
+    state = record.get("state")
+    if state not in ("backoff", "failed"):
+        return ""
+    reason = record.get("reason")
+    if reason:
+        return one_line(str(reason))
+    last = record.get("last_exit")
+    if state == "backoff" and last:
+        died = format_last_exit(last)
+        how = f"killed by {died}" if last.get("signal") else f"exit code {died}"
+        return f"{how} within 1 s of starting; restarting after a pause"
+    return ""
+
+
 def status_table(
     records: Iterable[Mapping[str, Any]], now: float | None = None, details: bool = False
 ) -> str:
-    """The `overlayctl status` table."""
+    """The `overlayctl status` table; a last `reason` column when a service is in trouble."""
     when = time.time() if now is None else now
     headers = STATUS_HEADERS + DETAIL_HEADERS if details else STATUS_HEADERS
+    records = list(records)
     rows = [status_row(r, when, details) for r in records]
+    reasons = [reason_of(r) for r in records]
+    if any(reasons):
+        headers = (*headers, "reason")
+        rows = [[*row, reason or ""] for row, reason in zip(rows, reasons, strict=True)]
     return table(headers, rows, STATUS_RIGHT)
 
 
 def to_json(obj: Any, pretty: bool = False) -> str:
     """JSON for `--json`: indented for one-shot answers, one line per event for streams."""
-    import json
+    from overlayctl.jsonout import dumps
 
-    if pretty:
-        return json.dumps(obj, indent=2, sort_keys=False, default=str)
-    return json.dumps(obj, separators=(",", ":"), default=str)
+    return dumps(obj, indent=2 if pretty else None)
 
 
 def format_timestamp(epoch: float) -> str:
@@ -196,7 +218,7 @@ def format_event(record: Mapping[str, Any]) -> str:
     parts = [stamp, str(record.get("name", "?")), state]
     if record.get("pid"):
         parts.append(f"pid={record['pid']}")
-    if state not in RUNNING_STATES and record.get("last_exit"):
+    if state in EXITED_STATES and record.get("last_exit"):
         parts.append(f"exit={format_last_exit(record['last_exit'])}")
     if record.get("health"):  # a health change is an event too (same state)
         parts.append(f"health={record['health']}")

@@ -1,7 +1,6 @@
 """Signal names for overlayctl: parsing what users type, naming what services died of.
 
-The `signal` module is imported inside the functions, not at the top: it pulls in `enum`,
-and `overlayctl status` / `check` only need it when a service actually died of a signal.
+Both come from protocol/signals.py, which reads the C module `_signal` (no enum import).
 """
 
 from __future__ import annotations
@@ -16,11 +15,9 @@ def parse_signal(text: str) -> str | int:
     Names come back canonical (`"SIGHUP"`; aliases such as `IOT` become `"SIGABRT"`),
     numbers come back as ints. Raises ValueError for anything that is not a signal.
     """
-    import signal
-
     number = signal_number(text)
     word = text.strip()
-    return number if word.isascii() and word.isdigit() else signal.Signals(number).name
+    return number if word.isascii() and word.isdigit() else _name_of_number(number)
 
 
 def signal_name(sig: int | str) -> str:

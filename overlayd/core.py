@@ -14,14 +14,17 @@ if TYPE_CHECKING:
 
     from .loop import Loop
     from .rc_run import RcRunner
+    from .reaper import ExitStatus
+
+    CmdFacts = tuple[list[str], int | None, ExitStatus | None]  # argv, pid, how it ended
     from .supervisor import Supervisor
 
 
 class Core:
     """The facade handed to the control server (rpc.py calls it `container`)."""
 
-    __slots__ = ("_info", "_rc", "_request", "_stopping", "loop", "socket_gid", "socket_path",
-                 "supervisor")
+    __slots__ = ("_cmd", "_info", "_rc", "_request", "_rescan", "_stopping", "loop", "socket_gid",
+                 "socket_path", "supervisor")
 
     def __init__(
         self,
@@ -33,6 +36,8 @@ class Core:
         stopping: Callable[[], bool],
         info: Callable[[], dict[str, object]],
         rc: Callable[[], RcRunner | None] = lambda: None,
+        cmd: Callable[[], CmdFacts] = lambda: ([], None, None),
+        rescan: Callable[[str], None] = lambda origin: None,
     ) -> None:
         self.loop = loop
         self.supervisor = supervisor
@@ -42,6 +47,8 @@ class Core:
         self._stopping = stopping
         self._info = info
         self._rc = rc
+        self._cmd = cmd
+        self._rescan = rescan
 
     @property
     def stopping(self) -> bool:
@@ -56,6 +63,14 @@ class Core:
     def rc(self) -> RcRunner | None:
         """The dependency layer (rc_run.py) once stage 2 has read the trees, else None."""
         return self._rc()
+
+    def cmd(self) -> CmdFacts:
+        """The CMD: its argv ([] when there is none), its pid while it runs, how it ended."""
+        return self._cmd()
+
+    def rescan(self, origin: str) -> None:
+        """Rescan services.d as SIGHUP does (deferred until services.d has started)."""
+        self._rescan(origin)
 
     def info(self) -> dict[str, object]:
         """Facts for `hello`: pid1, orphans_reaped, cmd_pid."""

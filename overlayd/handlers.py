@@ -376,9 +376,11 @@ def once(session: Session, names: list[str]) -> list[str]:
     return _act(session, "once", names, lambda s: s.once(), runs=True)
 
 
-def signal_(session: Session, sig: str | int, names: list[str]) -> list[str]:
-    """Send a signal to each named service's process; all must be running."""
+def signal_(session: Session, sig: str | int, names: list[str], group: bool = False) -> list[str]:
+    """Send a signal to each named service's process (or process group); all must be running."""
     signum = signal_number(sig)
+    if group:
+        return signal_groups(session, signum, names)
     services = lookup(session.container, names)
     for service in services:
         if service.pid is None:
@@ -489,9 +491,104 @@ def logs(session: Session, name: str, lines: int, after: int | None) -> dict[str
     return read_back(session.container, service, lines, after)
 
 
+# --- added for overlayctl's synchronous verbs and rescan (issue #14) ---------------------------
+
+#: The name of the CMD's row in `status` (a service of that name, if any, wins).
+CMD_NAME = "CMD"
+
+
+def signal_groups(session: Session, signum: int, names: list[str]) -> list[str]:
+    """`signal` with group=true: the whole process group of each running service."""
+    services = lookup(session.container, names)
+    for service in services:
+        if service.pid is None or service.pgid is None:
+            raise ProtocolError(
+                INVALID_STATE,
+                f"service {service.name} is not running (state {service.state})",
+                {"name": service.name},
+            )
+    for service in services:
+        try:
+            os.killpg(service.pgid, signum)
+        except ProcessLookupError:
+            pass  # exited meanwhile: nothing left to signal
+    return [service.name for service in services]
+
+
+def _proc_start_time(pid: int) -> float | None:
+    """Epoch seconds `pid` started, from /proc (None when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cmd_record(container: Container) -> dict[str, object] | None:
+    """The CMD as a status row (name CMD), or None when there is no CMD."""
+    cmd, pid, status = container.cmd()
+    if not cmd:
+        return None
+    last = None
+    if status is not None:
+        last = {"code": status.code, "signal": status.signal, "at": None}
+    started = _proc_start_time(pid) if pid is not None else None
+    return {
+        "name": CMD_NAME,
+        "state": "up" if pid is not None else "down",
+        "want": "up",
+        "pid": pid,
+        "pgid": pid,
+        "since": started,
+        "started": started,
+        "restarts": 0,
+        "last_exit": last,
+        "ready": pid is not None,
+        "normally_up": True,
+        "notification_fd": None,
+        "reason": None,
+        "cmd": list(cmd),
+    }
+
+
+def status_with_cmd(session: Session, names: list[str], details: bool) -> list[dict[str, object]]:
+    """`status`, with the CMD's row last when no names are given or CMD is named."""
+    container = session.container
+    cmd = None
+    if container.supervisor.get(CMD_NAME) is None and (not names or CMD_NAME in names):
+        cmd = cmd_record(container)
+    if cmd is None:
+        return status(session, names, details)
+    others = [name for name in names if name != CMD_NAME]
+    records = status(session, others, details) if others or not names else []
+    if isinstance(records, Future):  # details: the services' figures come a slice per turn
+        reply = Future()
+        cmd.update(NO_FIGURES)
+        records.add_done_callback(lambda done: reply.set_result([*done.result, cmd]))
+        return reply  # type: ignore[return-value]
+    return [*records, cmd]
+
+
+def rescan(session: Session) -> dict[str, list[str]]:
+    """Re-read services.d, as SIGHUP does without a CMD; what started and what stopped."""
+    container = session.container
+    _refuse_during_shutdown(container, "rescan")
+    supervisor = container.supervisor
+    wanted = {name: service.want for name, service in supervisor.services.items()}
+    container.rescan("overlayctl rescan")  # deferred, as SIGHUP's, until services.d started
+    now = supervisor.services
+    return {
+        "added": [name for name in now if name not in wanted],
+        "stopped": [n for n, s in now.items() if wanted.get(n) == "up" and s.want != "up"],
+    }
+
+
 HANDLERS: dict[str, Handler] = {
     "hello": hello,
-    "status": status,
+    "status": status_with_cmd,
     "start": start,
     "stop": stop,
     "restart": restart,
@@ -502,4 +599,5 @@ HANDLERS: dict[str, Handler] = {
     "shutdown": shutdown,
     "subscribe": subscribe,
     "logs": logs,
+    "rescan": rescan,
 }

@@ -152,6 +152,8 @@ class Container:
             lambda: self.stopping,
             self._info,
             lambda: self.rc,
+            lambda: (self.cmd, self.cmd_pid, self.cmd_status),
+            self.rescan,
         )
 
     def _info(self) -> dict[str, object]:

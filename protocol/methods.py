@@ -142,6 +142,7 @@ _EXIT_CODE = _param("exit_code", (int, _NIL), None)
 _NAME = _param("name", (str,), want="a service name", check=lambda v: None if v else "got ''")
 _LINES = _param("lines", (int,), 10, "a number of lines (-1: all kept)", lambda v: _at_least(v, -1))
 _AFTER = _param("after", (int, _NIL), None, "a cursor from a previous answer, or nil")
+_GROUP = _param("group", (bool,), False)
 
 _READ, _WRITE = True, False
 
@@ -155,7 +156,10 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("restart", (_NAMES_REQUIRED,), _WRITE, "Stop then start; names acted on."),
         MethodSpec("once", (_NAMES_REQUIRED,), _WRITE, "Start, no restart after it exits."),
         MethodSpec(
-            "signal", (_SIG, _NAMES_REQUIRED), _WRITE, "Signal each service's main process."
+            "signal",
+            (_SIG, _NAMES_REQUIRED, _GROUP),
+            _WRITE,
+            "Signal each service's main process (its whole process group with group=true).",
         ),
         MethodSpec(
             "wait",
@@ -172,6 +176,7 @@ METHODS: dict[str, MethodSpec] = {
             _READ,
             "Where a service's output goes; its recent lines when overlayd keeps them.",
         ),
+        MethodSpec("rescan", (), _WRITE, "Re-read services.d: {added: [names], stopped: [names]}."),
     )
 }
 

@@ -112,7 +112,10 @@ class FakeServer:
                     except OSError:
                         return
                     if result is not NO_REPLY:
-                        conn.sendall(pack_response(request.msgid, None, result))
+                        try:
+                            conn.sendall(pack_response(request.msgid, None, result))
+                        except OSError:  # a handler hung up (a refusal): as overlayd, stop
+                            return
 
 
 @pytest.fixture
@@ -389,12 +392,25 @@ def test_hello_is_checked_once_per_connection(client: Client, server: FakeServer
 def test_older_server_protocol_is_a_clear_mismatch(server: FakeServer) -> None:
     server.handlers["hello"] = lambda conn, msgid, params: {"server": "overlayd", "protocol": 0}
     with pytest.raises(ProtocolMismatch) as excinfo:
-        Client(server.path).status()
+        Client(server.path).stop(["web"])
     message = str(excinfo.value)
     assert "protocol 0" in message and f"needs protocol {PROTOCOL_VERSION}" in message
     assert server.path in message
     assert excinfo.value.server_protocol == 0
-    assert server.methods() == ["hello"], "nothing is sent after a failed handshake"
+    assert server.methods() == ["hello"], "nothing that changes state goes after a failed hello"
+    # A read-only first call travels with the hello (one round trip); the mismatch still wins.
+    with pytest.raises(ProtocolMismatch):
+        Client(server.path).status()
+    assert server.methods() == ["hello", "hello", "status"]
+
+
+def test_a_read_only_first_call_goes_with_the_hello(server: FakeServer) -> None:
+    with Client(server.path) as overlay:
+        assert overlay.status() == [RECORD]
+        assert overlay.server_info is not None
+        assert overlay.server_info["protocol"] == PROTOCOL_VERSION
+        assert overlay.check()["healthy"]
+    assert server.methods() == ["hello", "status", "check"]
 
 
 def test_newer_server_protocol_is_fine(server: FakeServer) -> None:

@@ -80,12 +80,12 @@ NOTIFY = {"notification-fd": "3\n"}
 
 @pytest.fixture
 def overlay(tree: Tree, boot: Callable[..., Booted]) -> Callable[..., Booted]:
-    """overlay(**env) → a PID-1 overlayd over `tree`, its control socket answering."""
+    """overlay(*cmd, **env) → a PID-1 overlayd over `tree`, its control socket answering."""
     if not can_unshare():
         pytest.skip("needs root and unshare (PID namespace)")
 
-    def start(**env: str) -> Booted:
-        booted = boot(env=env)
+    def start(*cmd: str, **env: str) -> Booted:
+        booted = boot(*cmd, env=env)
         wait_until(booted.socket.exists, 10, "the control socket")
         return booted
 
@@ -131,7 +131,7 @@ def parse_table(text: str) -> tuple[list[str], list[list[str]]]:
 def table_rows(booted: Booted, *names: str) -> dict[str, dict[str, str]]:
     """`overlayctl status` as {name: {column: cell}}."""
     header, rows = parse_table(ok(booted, "status", *names))
-    assert header == STATUS_COLUMNS
+    assert header in (STATUS_COLUMNS, [*STATUS_COLUMNS, "reason"])  # why: backoff, failed
     return {row[0]: dict(zip(header, row, strict=True)) for row in rows}
 
 
@@ -334,12 +334,11 @@ def test_start_runs_a_normally_down_service(tree: Tree, overlay: Callable[..., B
     booted = overlay()
     assert (state_of(booted, "idle"), booted.count(r"^idle-running$")) == ("down", 0)
 
-    assert ok(booted, "start", "idle") == ""
-    booted.wait_for(r"^idle-running$")
-    ok(booted, "wait", "--up", "idle")
+    said = ok(booted, "start", "idle")  # returns once it is up, saying so
     now = record(booted, "idle")
     assert (now["state"], now["want"], now["normally_up"]) == ("up", "up", False)
-    assert isinstance(now["pid"], int)
+    assert said == f"idle: started, up (pid {now['pid']})\n"
+    booted.wait_for(r"^idle-running$")
 
 
 def test_stop_sends_the_down_signal_and_the_service_goes_down(
@@ -353,11 +352,12 @@ def test_stop_sends_the_down_signal_and_the_service_goes_down(
     booted = overlay()
     booted.wait_for(r"^hupper-running$")
 
-    assert ok(booted, "stop", "hupper") == ""
-    booted.wait_for(r"^hupper-got-HUP$")
-    ok(booted, "wait", "--down", "hupper")
+    pid = record(booted, "hupper")["pid"]
+    said = ok(booted, "stop", "hupper")  # returns once it is down
     now = record(booted, "hupper")
     assert (now["state"], now["want"], now["pid"]) == ("down", "down", None)
+    assert said == f"hupper: stopped (pid {pid}, exit code 0)\n"
+    booted.wait_for(r"^hupper-got-HUP$")
     assert now["last_exit"]["code"] == 0  # its trap exited 0
     assert booted.count(r"^hupper-got-TERM$") == 0, "the down signal is HUP, not TERM"
 
@@ -371,10 +371,10 @@ def test_restart_gives_a_new_pid_and_counts_the_restart(
     ok(booted, "wait", "--up", "web")
     before = record(booted, "web")
 
-    assert ok(booted, "restart", "web") == ""
-    booted.wait_for(r"^web-running$", count=2)
-    ok(booted, "wait", "--up", "web")
+    said = ok(booted, "restart", "web")  # returns once the new process is up
     after = record(booted, "web")
+    assert said == f"web: restarted (pid {before['pid']} → {after['pid']})\n"
+    booted.wait_for(r"^web-running$", count=2)
     assert after["state"] == "up" and isinstance(after["pid"], int)
     assert after["pid"] != before["pid"]
     assert (before["restarts"], after["restarts"]) == (0, 1)
@@ -386,7 +386,7 @@ def test_once_runs_once_and_is_not_restarted_after_it_exits(
 ) -> None:
     tree.service("job", "echo job-ran\nexit 0", down=True)
     booted = overlay()
-    assert ok(booted, "once", "job") == ""
+    assert re.fullmatch(r"job: started once, up \(pid \d+\)\n", ok(booted, "once", "job"))
     booted.wait_for(r"^job-ran$")
     ok(booted, "wait", "--down", "job")
     # Down, not backoff: nothing is going to start it again.
@@ -629,6 +629,7 @@ def test_finish_exiting_125_leaves_the_service_failed_and_not_restarted(
     assert now["last_exit"]["code"] == 3
     row = table_rows(booted)["doomed"]
     assert (row["state"], row["last exit"]) == ("failed", "3")
+    assert row["reason"] == "finish exited 125 (permanent failure): not restarted"
     assert booted.count(r"^doomed-ran$") == 1
 
     # Failed is not a dead end: starting it by hand runs it again.
@@ -894,7 +895,7 @@ def test_every_state_shows_in_status(tree: Tree, overlay: Callable[..., Booted])
     booted = overlay()
     booted.wait_for(r"^stubborn-running$")
     booted.wait_for(r"^db-ready$")
-    ok(booted, "stop", "stubborn")
+    ok(booted, "stop", "--no-wait", "stubborn")
     booted.wait_for(r"^stubborn-got-TERM$")  # ...and it keeps running: no timeout-kill
     ok(booted, "once", "cleanup")
     booted.wait_for(r"^cleanup-ran$")

@@ -1,7 +1,7 @@
-"""Unit tests for overlayctl's command line: formatting, parsing, exit codes, the fast path.
+"""Unit tests for overlayctl's command line: formatting, parsing, exit codes, the cheap path.
 
 No overlayd runs here. Commands get a stub client through `Invocation.factory` (the same hook
-`fast.run` and `cli.run` take); the subprocess tests point at a socket that does not exist.
+`dispatch.run` and `cli.run` take); the subprocess tests point at a socket that does not exist.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from overlayctl import commands, fast, render
+from overlayctl import commands, dispatch, render
 from overlayctl.client import ConnectError, ProtocolMismatch, RemoteError
+from overlayctl.dispatch import Call
 from overlayctl.signals import parse_signal, signal_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +36,8 @@ ALL_COMMANDS = (
     "shutdown",
     "events",
     "version",
+    "pid",
+    "rescan",
 )
 
 
@@ -72,8 +77,30 @@ class StubClient:
     def once(self, names: object) -> object:
         return self._answer("once", names)
 
-    def signal(self, sig: object, names: object) -> object:
+    def signal(self, sig: object, names: object, group: bool = False) -> object:
+        if group:
+            return self._answer("signal", sig, names, group=True)
         return self._answer("signal", sig, names)
+
+    def rescan(self) -> object:
+        return self._answer("rescan")
+
+    def watch(self) -> None:
+        self.calls.append(("watch", (), {}))
+
+    def discard_states(self) -> None:
+        pass
+
+    def next_state(self, timeout: float | None) -> object:
+        states = self.answers.get("states") or []
+        if not states:
+            if timeout is None:
+                raise AssertionError("would block forever")
+            return None
+        answer = states.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     def wait(self, condition: str, names: object, timeout: object = None) -> object:
         return self._answer("wait", condition, names, timeout=timeout)
@@ -210,6 +237,17 @@ def test_status_table_shows_health_and_when_it_was_checked() -> None:
     assert render.status_row(rec, NOW)[7:] == ["unhealthy", "7s ago"]
 
 
+def test_status_table_says_why_a_service_is_in_backoff_or_failed() -> None:
+    failed = dict(RECORDS[1], name="api", state="failed", reason="finish exited 125")
+    lines = render.status_table([*RECORDS, failed], now=NOW).splitlines()
+    assert lines[0].split()[-2:] == ["checked", "reason"]
+    assert lines[2].split() == ["web", "up", "123", "4m12s", "0", "-", "yes", "-", "-"]
+    # Not running: no pid, no uptime, the signal it last died of, and why it waits.
+    assert lines[3].split()[:7] == ["db", "backoff", "-", "-", "12", "SIGKILL", "no"]
+    assert lines[3].endswith("killed by SIGKILL within 1 s of starting; restarting after a pause")
+    assert lines[4].endswith(" finish exited 125")
+
+
 def test_uptime_counts_from_started_when_overlayd_sends_it() -> None:
     base = dict(RECORDS[0], started=NOW - 300)
     ready = dict(base, state="ready", since=NOW - 5)  # ready 5 s ago, running for 5 min
@@ -323,31 +361,77 @@ def test_shutdown_exit_code_option_accepts_negative_and_large(arg: str, sent: in
     assert factory.client.calls == [("shutdown", (), {"exit_code": sent})]
 
 
-# -- the fast-path parser ------------------------------------------------------------------
+# -- --json without the json package -------------------------------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
 
 
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["status"], fast.FastArgs("status")),
-        (["check"], fast.FastArgs("check")),
-        (["version"], fast.FastArgs("version")),
-        (["status", "web", "db"], fast.FastArgs("status", names=("web", "db"))),
-        (["status", "--socket", "/s"], fast.FastArgs("status", socket="/s")),
-        (["status", "--socket=/s"], fast.FastArgs("status", socket="/s")),
-        (["--socket", "/s", "check"], fast.FastArgs("check", socket="/s")),
-        (["--socket=/a", "status", "--socket", "/b"], fast.FastArgs("status", socket="/b")),
-        (["--json", "status"], fast.FastArgs("status", json=True)),
-        (["check", "--json"], fast.FastArgs("check", json=True)),
+@given(_json_values)
+def test_json_output_matches_the_json_module(value: object) -> None:
+    from overlayctl.jsonout import dumps
+
+    assert dumps(value, indent=2) == json.dumps(value, indent=2, default=str)
+    assert dumps(value) == json.dumps(value, separators=(",", ":"), default=str)
+
+
+def test_json_output_of_records_and_odd_values() -> None:
+    from overlayctl.jsonout import dumps
+
+    odd = {"t": (1, 2), 3: "x", "s": {1, 2} and "set", "o": object.__name__, "e": [], "d": {}}
+    for value in (RECORDS, odd, [float("inf"), float("nan"), -0.0, "é\n\x00"]):
+        assert dumps(value, indent=2) == json.dumps(value, indent=2, default=str)
+
+
+# -- the cheap parser ----------------------------------------------------------------------
+
+
+def C(command: str, socket: str | None = None, json: bool = False, **values: object) -> Call:
+    """The Call dispatch.parse should produce: the command's defaults updated with `values`."""
+    from overlayctl.spec import COMMANDS
+
+    return Call(command, {**COMMANDS[command].defaults(), **values}, socket, json)
+
+
+CHEAP_ACCEPTS = [
+        (["status"], C("status")),
+        (["check"], C("check")),
+        (["version"], C("version")),
+        (["status", "web", "db"], C("status", names=("web", "db"))),
+        (["status", "--socket", "/s"], C("status", socket="/s")),
+        (["status", "--socket=/s"], C("status", socket="/s")),
+        (["--socket", "/s", "check"], C("check", socket="/s")),
+        (["--socket=/a", "status", "--socket", "/b"], C("status", socket="/b")),
+        (["--json", "status"], C("status", json=True)),
+        (["check", "--json"], C("check", json=True)),
         (
             ["status", "--details", "web", "--json", "--socket", "/s"],
-            fast.FastArgs("status", "/s", True, True, ("web",)),
+            C("status", "/s", True, details=True, names=("web",)),
         ),
-        (["version", "--json", "--socket=/s"], fast.FastArgs("version", "/s", True)),
-    ],
-)
-def test_fast_parse_accepts(argv: list[str], expected: fast.FastArgs) -> None:
-    assert fast.parse(argv) == expected
+        (["version", "--json", "--socket=/s"], C("version", "/s", True)),
+        (["stop", "web"], C("stop", names=("web",))),
+        (["stop", "web", "--kill-after", "2.5", "db"],
+         C("stop", names=("web", "db"), kill_after=2.5)),
+        (["restart", "--no-wait", "web"], C("restart", names=("web",), no_wait=True)),
+        (["start", "--timeout=3", "web"], C("start", names=("web",), timeout=3.0)),
+        (["once", "web", "--timeout", ".5"], C("once", names=("web",), timeout=0.5)),
+        (["signal", "HUP", "web"], C("signal", sig="HUP", names=("web",))),
+        (["wait", "--ready", "--timeout", "1", "a"],
+         C("wait", names=("a",), ready=True, timeout=1.0)),
+        (["shutdown", "--exit-code", "-1"], C("shutdown", exit_code=-1)),
+        (["shutdown", "--exit-code=300"], C("shutdown", exit_code=300)),
+        (["events", "--snapshot"], C("events", snapshot=True)),
+        (["pid", "web"], C("pid", name="web")),
+        (["rescan"], C("rescan")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "expected"), CHEAP_ACCEPTS)
+def test_cheap_parse_accepts(argv: list[str], expected: Call) -> None:
+    assert dispatch.parse(argv) == expected
 
 
 @pytest.mark.parametrize(
@@ -359,8 +443,6 @@ def test_fast_parse_accepts(argv: list[str], expected: fast.FastArgs) -> None:
         ["status", "--help"],
         ["check", "-h"],
         ["version", "--help"],
-        ["stop", "web"],
-        ["events"],
         ["frobnicate"],
         ["status", "--socket"],  # missing value
         ["status", "--socket="],
@@ -374,10 +456,89 @@ def test_fast_parse_accepts(argv: list[str], expected: fast.FastArgs) -> None:
         ["check", "--details"],
         ["version", "extra"],
         ["--socket", "/s"],  # no command
+        ["stop"],  # missing names
+        ["pid"],
+        ["pid", "a", "b"],
+        ["stop", "web", "--timeout", "-1"],  # below the minimum
+        ["stop", "web", "--timeout", "1e3"],  # not the plain form: Typer decides
+        ["stop", "web", "--timeout", "nan"],
+        ["shutdown", "--exit-code", "abc"],
+        ["shutdown", "--exit-code", "+3"],
+        ["shutdown", "--exit-code", "٣"],  # a digit, but not ASCII
+        ["signal", "FOO", "web"],  # the check fails: Typer words the error
+        ["signal", "-9", "web"],
+        ["wait", "--up", "--down", "web"],
+        ["--json=1", "status"],
+        ["--install-completion"],
+        ["--show-completion", "bash"],
     ],
 )
-def test_fast_parse_defers_to_typer(argv: list[str]) -> None:
-    assert fast.parse(argv) is None
+def test_cheap_parse_defers_to_typer(argv: list[str]) -> None:
+    assert dispatch.parse(argv) is None
+
+
+def _typer_call(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Call | None:
+    """The Call the Typer app runs for `argv` (None when it refuses it)."""
+    from overlayctl import cli
+
+    seen: list[Call] = []
+    with monkeypatch.context() as m:
+        m.setattr(dispatch, "run", lambda call, factory=None: seen.append(call) or 0)
+        code = cli.run(argv)
+    return seen[0] if code == 0 and seen else None
+
+
+@pytest.mark.parametrize("argv", [argv for argv, _ in CHEAP_ACCEPTS])
+def test_typer_runs_what_the_cheap_parser_runs(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _typer_call(argv, monkeypatch) == dispatch.parse(argv)
+
+
+_VALUES = {"int": ["1", "-1", "300"], "float": ["1", "0.5", ".5", "2."], "str": ["/s", "/t"]}
+_ODD_VALUES = ["-1", "abc", "", "1e3", "--json", "HUP"]
+
+
+@st.composite
+def _command_lines(draw: st.DrawFn) -> list[str]:
+    """A command and words drawn from what it declares: mostly well formed, sometimes not."""
+    from overlayctl.spec import COMMANDS, GLOBAL_OPTS
+
+    name = draw(st.sampled_from(sorted(COMMANDS)))
+    command = COMMANDS[name]
+    opts = [*command.opts, *GLOBAL_OPTS]
+    pieces: list[list[str]] = []
+    kinds = ["opt", "opt="] + ["word", "word"] * bool(command.args)
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(kinds))
+        if kind == "word":
+            pieces.append([draw(st.sampled_from(["web", "db", "HUP", "9", "-x", "--", ""]))])
+            continue
+        opt = draw(st.sampled_from(opts))
+        if opt.kind == "flag":
+            pieces.append([opt.flag])
+            continue
+        odd = draw(st.integers(0, 4)) == 0
+        value = draw(st.sampled_from(_ODD_VALUES if odd else _VALUES[opt.kind]))
+        pieces.append([f"{opt.flag}={value}"] if kind == "opt=" else [opt.flag, value])
+    before = draw(st.sampled_from([[], ["--json"], ["--socket", "/a"]]))
+    return [*before, name, *(word for piece in pieces for word in piece)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_command_lines())
+def test_cheap_parser_never_disagrees_with_typer(argv: list[str]) -> None:
+    # Whatever the cheap parser accepts, Typer parses to the same call (it may refuse more).
+    call = dispatch.parse(argv)
+    if call is None:
+        return
+    with pytest.MonkeyPatch.context() as m:
+        assert _typer_call(argv, m) == call, argv
+
+
+def test_completion_requests_go_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("_OVERLAYCTL_COMPLETE", "complete_bash")
+    assert dispatch.parse(["status"]) is None
 
 
 def test_main_hands_typer_the_untouched_argv(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -385,20 +546,20 @@ def test_main_hands_typer_the_untouched_argv(monkeypatch: pytest.MonkeyPatch) ->
 
     seen: list[list[str]] = []
     monkeypatch.setattr(cli, "run", lambda args: seen.append(args) or 7)
-    monkeypatch.setattr(fast, "run", lambda args: pytest.fail("fast path taken"))
+    monkeypatch.setattr(dispatch, "run", lambda call: pytest.fail("cheap path taken"))
     argv = ["--json", "status", "--help"]
     assert __main__.main(argv) == 7
     assert seen == [argv]
 
 
-def test_main_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_takes_the_cheap_path(monkeypatch: pytest.MonkeyPatch) -> None:
     from overlayctl import __main__, cli
 
-    seen: list[fast.FastArgs] = []
-    monkeypatch.setattr(fast, "run", lambda args: seen.append(args) or 0)
+    seen: list[Call] = []
+    monkeypatch.setattr(dispatch, "run", lambda call: seen.append(call) or 0)
     monkeypatch.setattr(cli, "run", lambda args: pytest.fail("Typer path taken"))
     assert __main__.main(["status", "--socket", "/s", "web"]) == 0
-    assert seen == [fast.FastArgs("status", socket="/s", names=("web",))]
+    assert seen == [C("status", socket="/s", names=("web",))]
 
 
 # -- both paths print the same thing -------------------------------------------------------
@@ -417,7 +578,7 @@ def test_main_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
         ["--json", "version"],
     ],
 )
-def test_fast_and_typer_paths_print_the_same(
+def test_cheap_and_typer_paths_print_the_same(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     records = [dict(r, since=time.time() - 252) for r in RECORDS]
@@ -431,9 +592,9 @@ def test_fast_and_typer_paths_print_the_same(
             )
         )
 
-    parsed = fast.parse(argv)
+    parsed = dispatch.parse(argv)
     assert parsed is not None
-    fast_code = fast.run(parsed, factory=stub())
+    fast_code = dispatch.run(parsed, factory=stub())
     fast_out = capsys.readouterr()
     typer_code = _run_cli(argv, stub())
     typer_out = capsys.readouterr()
@@ -468,7 +629,7 @@ sys.exit(code)
 
 
 @pytest.mark.parametrize("command", ["status", "check"])
-def test_fast_path_unreachable_exits_3_without_typer(command: str, tmp_path: Path) -> None:
+def test_cheap_path_unreachable_exits_3_without_typer(command: str, tmp_path: Path) -> None:
     sock = str(tmp_path / "nonexistent" / "control.sock")
     proc = _python("-c", PROBE.format(heavy=set(HEAVY_MODULES)), command, "--socket", sock)
     assert proc.returncode == 3
@@ -483,7 +644,7 @@ def test_python_m_overlayctl_status_imports_nothing_heavy(tmp_path: Path) -> Non
     proc = _python("-X", "importtime", "-m", "overlayctl", "status", "--socket", sock)
     assert proc.returncode == 3
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if "|" in line}
-    assert "overlayctl.fast" in imported
+    assert "overlayctl.dispatch" in imported
     assert not {m for m in imported if m.split(".")[0] in HEAVY_MODULES}
     messages = [line for line in proc.stderr.splitlines() if line.startswith("overlayctl:")]
     assert len(messages) == 1
@@ -492,7 +653,7 @@ def test_python_m_overlayctl_status_imports_nothing_heavy(tmp_path: Path) -> Non
 
 def test_typer_path_unreachable_has_the_same_message(tmp_path: Path) -> None:
     sock = str(tmp_path / "nonexistent")
-    typer_path = _python("-m", "overlayctl", "stop", "x", "--socket", sock)
+    typer_path = _python("-m", "overlayctl", "stop", "x", "--socket", sock, "--timeout", "1e1")
     fast_path = _python("-m", "overlayctl", "status", "--socket", sock)
     assert typer_path.returncode == fast_path.returncode == 3
     assert typer_path.stderr == fast_path.stderr
@@ -511,9 +672,9 @@ def test_unknown_command_exits_2_in_a_subprocess() -> None:
 def test_socket_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OVERLAY_SOCKET", "/env/sock")
     factory = Factory(StubClient(check={"healthy": True, "problems": []}))
-    assert fast.run(fast.FastArgs("check"), factory=factory) == 0
-    assert _run_cli(["stop", "x"], factory) == 0
-    assert _run_cli(["--socket", "/opt", "stop", "x"], factory) == 0
+    assert dispatch.run(C("check"), factory=factory) == 0
+    assert _run_cli(["stop", "--no-wait", "x"], factory) == 0
+    assert _run_cli(["--socket", "/opt", "stop", "--no-wait", "x"], factory) == 0
     assert [path for path, _ in factory.opened] == ["/env/sock", "/env/sock", "/opt"]
 
 
@@ -571,8 +732,9 @@ def test_json_before_or_after_the_command(capsys: pytest.CaptureFixture[str]) ->
 
 def test_socket_after_the_command_wins() -> None:
     factory = Factory(StubClient())
-    assert _run_cli(["--socket", "/a", "restart", "web", "--socket", "/b"], factory) == 0
-    assert _run_cli(["--socket", "/a", "once", "web"], factory) == 0
+    argv = ["--socket", "/a", "restart", "web", "--socket", "/b", "--no-wait"]
+    assert _run_cli(argv, factory) == 0
+    assert _run_cli(["--socket", "/a", "once", "--no-wait", "web"], factory) == 0
     assert [path for path, _ in factory.opened] == ["/b", "/a"]
     assert factory.client.calls == [("restart", (["web"],), {}), ("once", (["web"],), {})]
 
@@ -662,7 +824,7 @@ def test_failures_map_to_exit_codes(
 ) -> None:
     factory = Factory(StubClient(stop=error, wait=error))
     inv = commands.Invocation(socket="/s", factory=factory)
-    assert commands.action(inv, "stop", ["x"]) == code
+    assert commands.action(inv, "stop", ["x"], no_wait=True) == code
     assert capsys.readouterr().err.splitlines() == [line]
     assert commands.wait(inv, "up", ["x"], timeout=1) == code
     assert capsys.readouterr().err.splitlines() == [line]
@@ -736,3 +898,110 @@ def test_interrupt_elsewhere_exits_130(capsys: pytest.CaptureFixture[str]) -> No
     factory = Factory(StubClient(wait=KeyboardInterrupt()))
     assert commands.wait(commands.Invocation(factory=factory), "up", ["web"]) == 130
     assert capsys.readouterr() == ("", "")
+
+
+# -- when a start/stop/restart/once is done (progress.py) ----------------------------------
+
+
+def _rec(state: str, pid: int | None = None, **extra: object) -> dict[str, object]:
+    return {"name": "web", "state": state, "pid": pid, "want": "up", "notification_fd": None,
+            "last_exit": None, **extra}  # fmt: skip
+
+
+def _follow(verb: str, before: dict[str, object], *changes: dict[str, object]) -> object:
+    from overlayctl.progress import Progress
+
+    progress = Progress(verb, before)
+    for change in changes:
+        progress.update(change)
+    return progress
+
+
+def test_restart_is_done_at_the_new_process_through_the_throttle() -> None:
+    killed = {"code": None, "signal": 15, "at": 2.0}
+    steps = [
+        _rec("stopping", 41),
+        _rec("down", last_exit=killed),
+        _rec("backoff", last_exit=killed),
+    ]
+    waiting = _follow("restart", _rec("up", 41), *steps)
+    assert not waiting.done and waiting.line() == "web: still backoff"
+    done = _follow("restart", _rec("up", 41), *steps, _rec("up", 57))
+    assert done.done and not done.failed
+    assert done.line() == "web: restarted (pid 41 → 57)"
+
+
+def test_start_waits_for_readiness_and_reports_a_death_before_it() -> None:
+    nfd = {"notification_fd": 3}
+    ready = _follow(
+        "start", _rec("down", **nfd), _rec("starting", 7, **nfd), _rec("ready", 7, **nfd)
+    )
+    assert (ready.done, ready.line()) == (True, "web: started, ready (pid 7)")
+    crashed = {"code": 3, "signal": None, "at": 1.0}
+    died = _follow(
+        "start", _rec("down", **nfd), _rec("starting", 7, **nfd),
+        _rec("backoff", last_exit=crashed, **nfd),
+    )  # fmt: skip
+    assert died.failed and died.line() == "web: died before it was ready (exit code 3); now backoff"
+
+
+def test_start_of_a_stopping_service_waits_through_its_death() -> None:
+    before = _rec("stopping", 41)
+    progress = _follow(
+        "start", before, _rec("down", last_exit={"code": 0, "signal": None, "at": 1})
+    )
+    assert not progress.done  # the old process died: not a failure of the start
+    assert progress.notice() is not None and "still stopping (pid 41)" in progress.notice()
+    progress.update(_rec("up", 57))
+    assert (progress.done, progress.failed, progress.line()) == (
+        True,
+        False,
+        "web: started, up (pid 57)",
+    )
+
+
+def test_stop_from_backoff_and_already_down() -> None:
+    assert _follow("stop", _rec("backoff"), _rec("down")).line() == "web: stopped"
+    assert _follow("stop", _rec("down")).line() == "web: already down"
+    failed = _follow("stop", _rec("failed", reason="x"))
+    assert failed.done and failed.line() == "web: already failed"
+
+
+def test_once_left_down_by_overlayd_is_said() -> None:
+    progress = _follow("once", _rec("backoff"), _rec("down", want="down"))
+    assert progress.failed and progress.line() == "web: left down by overlayd (it was backoff)"
+
+
+def test_the_action_waits_on_notifications_after_subscribing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stub = StubClient(status=[_rec("up", 41)], states=[_rec("stopping", 41), _rec("up", 57)])
+    assert commands.action(commands.Invocation(factory=Factory(stub)), "restart", ["web"]) == 0
+    assert [c[0] for c in stub.calls] == ["watch", "status", "restart"]
+    assert capsys.readouterr() == ("web: restarted (pid 41 → 57)\n", "")
+
+
+def test_the_action_times_out_naming_the_state(capsys: pytest.CaptureFixture[str]) -> None:
+    stub = StubClient(status=[_rec("up", 41)], states=[_rec("stopping", 41)])
+    inv = commands.Invocation(factory=Factory(stub))
+    assert commands.action(inv, "stop", ["web"], timeout=0.01) == 1
+    assert capsys.readouterr() == (
+        "",
+        "overlayctl: stop: timed out after 0.01 s: web: still stopping (pid 41)\n",
+    )
+
+
+def test_output_into_a_closed_pipe_is_quiet() -> None:
+    # `overlayctl --show-completion bash | head -1`: the reader leaves early; no traceback,
+    # no "internal error", exit 0. Here the reader is gone before the first write.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "overlayctl", "--show-completion", "bash"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (0, "")

@@ -344,7 +344,7 @@ def test_message_shapes_unpack_like_tuples() -> None:
 def test_method_table_names_and_access() -> None:
     assert list(METHODS) == [
         "hello", "status", "start", "stop", "restart", "once", "signal", "wait", "check",
-        "shutdown", "subscribe", "logs",
+        "shutdown", "subscribe", "logs", "rescan",
     ]  # fmt: skip
     assert {"hello", "status", "wait", "check", "subscribe", "logs"} == READ_ONLY_METHODS
     for name, spec in METHODS.items():
@@ -365,12 +365,13 @@ def test_method_table_params() -> None:
         "stop": [("names", True)],
         "restart": [("names", True)],
         "once": [("names", True)],
-        "signal": [("sig", True), ("names", True)],
+        "signal": [("sig", True), ("names", True), ("group", False)],
         "wait": [("condition", True), ("names", True), ("timeout", False)],
         "check": [],
         "shutdown": [("exit_code", False)],
         "subscribe": [],
         "logs": [("name", True), ("lines", False), ("after", False)],
+        "rescan": [],
     }
 
 
@@ -383,8 +384,10 @@ ACCEPTED = [
     ("stop", [["web", "db"]], [["web", "db"]]),
     ("restart", [["web"]], [["web"]]),
     ("once", [["web"]], [["web"]]),
-    ("signal", ["HUP", ["web"]], ["HUP", ["web"]]),
-    ("signal", [9, ["web"]], [9, ["web"]]),
+    ("signal", ["HUP", ["web"]], ["HUP", ["web"], False]),
+    ("signal", [9, ["web"]], [9, ["web"], False]),
+    ("signal", ["KILL", ["web"], True], ["KILL", ["web"], True]),
+    ("rescan", [], []),
     ("wait", ["up", ["web"]], ["up", ["web"], None]),
     ("wait", ["ready", ["web"], 2.5], ["ready", ["web"], 2.5]),
     ("wait", ["down", ["web"], 0], ["down", ["web"], 0]),
@@ -433,6 +436,8 @@ REJECTED = [
     ("restart", [{}], "restart: param 'names'"),
     ("once", [[b"web"]], "once: param 'names'"),
     ("signal", ["HUP"], "signal: missing param 'names'"),
+    ("signal", ["KILL", ["web"], 1], "param 'group' must be bool, got int"),
+    ("rescan", [1], "rescan: takes at most 0 params (none), got 1"),
     ("signal", [1.0, ["web"]], "param 'sig' must be a signal name or number, got float"),
     ("signal", [True, ["web"]], "param 'sig' must be a signal name or number, got bool"),
     ("wait", [], "wait: missing param 'condition'"),

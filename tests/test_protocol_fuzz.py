@@ -172,6 +172,7 @@ PARAM_VALUES = {
     "name": st.text(min_size=1, max_size=12),
     "lines": st.integers(-1, 10**6),
     "after": st.none() | st.integers(0, 2**40),
+    "group": st.booleans(),
 }
 
 
