@@ -481,5 +481,21 @@ def rescan(inv: Invocation) -> int:
     return execute(inv, body)
 
 
-# `logs` lives in its own module (log files and the ring); importing it declares it.
-from overlayctl import logs as _logs  # noqa: E402, F401
+
+@command(
+    "logs",
+    Arg("name", "NAME", "The service.", complete="service"),
+    Opt("--lines", "lines", "Lines to show (-1: all).", "int", "N", 10, -1, short="-n"),
+    Opt("--follow", "follow", "Keep printing new lines until ^C.", short="-f"),
+    examples=_examples("logs web", "logs -n 100 -f web"),
+)
+def logs(inv: Invocation, name: str, lines: int = 10, follow: bool = False) -> int:
+    """Show a service's recent output.
+
+    From the logdir its s6-log writes (current and the newest archives), or, with
+    OVERLAY_LOG_PREFIX=1, from the lines overlayd keeps. Exit 1 when neither exists,
+    saying where the output goes.
+    """
+    from overlayctl.logs import logs as show_logs  # log files and the ring: only for `logs`
+
+    return show_logs(inv, name, lines, follow)

@@ -16,7 +16,6 @@ import time
 
 from overlayctl import render
 from overlayctl.commands import Invocation, err, execute, out
-from overlayctl.spec import Arg, Opt, command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -117,20 +116,8 @@ def follow_logdir(logdir: str, handle: "BinaryIO | None") -> None:
             handle.close()
 
 
-@command(
-    "logs",
-    Arg("name", "NAME", "The service.", complete="service"),
-    Opt("--lines", "lines", "Lines to show (-1: all).", "int", "N", 10, -1, short="-n"),
-    Opt("--follow", "follow", "Keep printing new lines until ^C.", short="-f"),
-    examples=("overlayctl logs web", "overlayctl logs -n 100 -f web"),
-)
 def logs(inv: Invocation, name: str, lines: int = 10, follow: bool = False) -> int:
-    """Show a service's recent output.
-
-    From the logdir its s6-log writes (current and the newest archives), or, with
-    OVERLAY_LOG_PREFIX=1, from the lines overlayd keeps. Exit 1 when neither exists,
-    saying where the output goes.
-    """
+    """`overlayctl logs` (declared in commands.py): the last `lines` lines, then `follow`."""
 
     def body(client: "Any") -> int:
         answer = client.call("logs", name, lines, None)

@@ -582,7 +582,11 @@ def rescan(session: Session) -> dict[str, list[str]]:
     now = supervisor.services
     return {
         "added": [name for name in now if name not in wanted],
-        "stopped": [n for n, s in now.items() if wanted.get(n) == "up" and s.want != "up"],
+        # stopped: wanted up before, and now wanted down or forgotten (its directory vanished)
+        "stopped": [
+            name for name, want in wanted.items()
+            if want == "up" and (name not in now or now[name].want != "up")
+        ],
     }
 
 

@@ -30,7 +30,7 @@ BUDGET = frozenset(
         "overlayd",  # `version`: the package's version string only
         # the wire: protocol/ and msgpack (msgpack.ext pulls datetime in: ~1 ms)
         "protocol", "protocol.errors", "protocol.framing", "protocol.messages",
-        "protocol.methods", "protocol.signals",
+        "protocol.methods", "protocol.signals", "protocol.states",
         "msgpack", "msgpack.exceptions", "msgpack.ext", "msgpack._cmsgpack",
         "datetime", "_datetime", "math", "struct", "_struct",
         "collections", "_collections", "itertools", "keyword", "operator", "_operator",

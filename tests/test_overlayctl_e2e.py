@@ -8,6 +8,7 @@ values. Nothing waits by sleeping: on output lines, states, or conditions with d
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -202,7 +203,8 @@ def test_rescan_works_with_a_cmd_running(tree: Tree, overlay: Callable[..., Boot
     (tree.etc / "services.d" / "old").rmdir()
     assert ok(booted, "rescan") == "rescan: added new; stopped old\n"
     booted.wait_for(r"^new-running$")
-    ok(booted, "wait", "--down", "old")
+    # A vanished directory is stopped and forgotten (DESIGN §4): no row, no second stop.
+    assert "old" not in [r["name"] for r in json.loads(ok(booted, "--json", "status"))]
     assert ok(booted, "rescan") == "rescan: no change\n"
 
 
