@@ -72,6 +72,7 @@ class Oneshot:
     is_logger = False
     logger = None
     broken = False
+    checks = None  # no readiness or health checks (service_checks.py): longruns only
 
     def __init__(self, rc: RcDef, normally_up: bool, loop: Loop, reaper: Reaper,
                  child_env: Callable[[], dict[str, str]],

@@ -86,9 +86,9 @@ def test_a_second_stop_resends_the_down_signal_to_a_service_still_stopping(
     tree.service("svc", run)
     booted = boot()
     booted.wait_for("^svc-up$")
-    assert booted.ctl("stop", "svc").returncode == 0
+    assert booted.ctl("stop", "--no-wait", "svc").returncode == 0
     booted.wait_for("^first-term-ignored$")
-    assert booted.ctl("stop", "svc").returncode == 0
+    assert booted.ctl("stop", "svc").returncode == 0  # waits until down: the second TERM
     booted.wait_for("^second-term$")
     with booted.client() as client:
         assert client.wait("down", ["svc"], 15) is True
@@ -223,7 +223,7 @@ def test_a_changed_down_signal_is_used_from_the_next_start_after_a_rescan(
     assert booted.ctl("restart", "svc").returncode == 0
     booted.wait_for("^got-TERM$")  # the running one keeps the signal it was started with
     booted.wait_for("^svc-up$", count=2)
-    assert booted.ctl("stop", "svc").returncode == 0
+    assert booted.ctl("stop", "--no-wait", "svc").returncode == 0
     booted.wait_for("^got-QUIT$")
 
 

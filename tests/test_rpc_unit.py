@@ -107,6 +107,12 @@ class FakeContainer:
     def info(self) -> dict[str, object]:
         return {"pid1": False, "orphans_reaped": 0, "cmd_pid": None}
 
+    def cmd(self) -> tuple[list[str], None, None]:
+        return [], None, None  # no CMD: no CMD row in status
+
+    def rescan(self, origin: str) -> None:
+        self.supervisor.rescan()
+
     def request_shutdown(self, exit_code: int | None = None, reason: str = "") -> bool:
         self.shutdowns.append((exit_code, reason))
         self.stopping = True
