@@ -98,8 +98,6 @@ class Container:
             return
 
         def serve() -> None:
-            if sock.fileno() < 0:
-                return  # stage 3 already ran to its end (a CMD that exited at once)
             from .rpc import ControlServer
 
             self.server = ControlServer(self, sock)
