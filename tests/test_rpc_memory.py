@@ -58,7 +58,6 @@ def test_closed_connections_are_freed_without_the_cyclic_gc(h: Harness) -> None:
         for _ in range(5):
             h.turn()
         assert live(rpc.Connection) == 0
-        assert not h.container.supervisor._waiters
         assert h.server.waits == [0, 0] and not h.server.subscribers
         # Cancelled idle timers hold nothing, and do not pile up in the heap.
         assert all(t.callback.__name__ == "_nothing" or t.callback == h.beat
