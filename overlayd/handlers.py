@@ -155,8 +155,9 @@ def signal_number(sig: str | int) -> int:
 # never the whole process table), and walks are shared: a details request made while a walk
 # runs is answered by the next one, so any number of callers costs at most two walks.
 
-#: Processes examined per loop turn by a details walk.
+#: Processes examined per loop turn by a details walk, and the time a slice may take.
 DETAILS_SLICE = 64
+DETAILS_SLICE_SECONDS = 0.005
 NO_FIGURES: dict[str, object] = {"cpu_percent": None, "rss": None, "nprocs": None}
 #: Processes whose CPU baseline psutil holds: (pid, create time) → psutil.Process.
 _cpu_seen: dict[tuple[int, float], Any] = {}
@@ -181,11 +182,13 @@ def _children(pid: int) -> list[int]:
 
 
 def _walk(pids: list[int], out: dict[int, dict[str, object]]) -> Iterator[None]:
-    """Fill ``out`` with each root pid's tree figures; yields every DETAILS_SLICE processes."""
+    """Fill ``out`` with each root pid's tree figures; yields every DETAILS_SLICE processes
+    or DETAILS_SLICE_SECONDS, whichever comes first."""
     import psutil
 
     seen: dict[tuple[int, float], Any] = {}
     examined = 0
+    slice_end = time.monotonic() + DETAILS_SLICE_SECONDS
     for root in pids:
         cpu, rss, count = 0.0, 0, 0
         pending = [root]
@@ -204,8 +207,9 @@ def _walk(pids: list[int], out: dict[int, dict[str, object]]) -> Iterator[None]:
             except psutil.Error:
                 pass  # exited meanwhile, or not ours to read
             examined += 1
-            if examined % DETAILS_SLICE == 0:
+            if examined % DETAILS_SLICE == 0 or time.monotonic() >= slice_end:
                 yield
+                slice_end = time.monotonic() + DETAILS_SLICE_SECONDS
         if count:
             out[root] = {"cpu_percent": round(cpu, 1), "rss": rss, "nprocs": count}
     _cpu_seen.clear()

@@ -167,8 +167,8 @@ class Decoder:
             try:
                 data = bytes(memoryview(data).cast("B"))
             except (TypeError, ValueError) as exc:
-                self._error = ProtocolError(BAD_REQUEST, f"malformed message: {exc}")
-                raise self._error from exc
+                self._poison(ProtocolError(BAD_REQUEST, f"malformed message: {exc}"))
+                raise self._copy_error() from exc
         self._pending = self._pending + data if self._pending else data
 
     def pull(self, limit: int | None = None) -> list[object]:
@@ -179,11 +179,22 @@ class Decoder:
         except Exception as exc:
             self._unpacker = self._budget = None  # its state is unknown: never pooled
             if isinstance(exc, ProtocolError):
-                self._error = exc
+                self._poison(exc)
                 raise
             # msgpack raises many types; the contract is one type
-            self._error = ProtocolError(BAD_REQUEST, f"malformed message: {exc}")
-            raise self._error from exc
+            self._poison(ProtocolError(BAD_REQUEST, f"malformed message: {exc}"))
+            raise self._copy_error() from exc
+
+    def _poison(self, error: ProtocolError) -> None:
+        """Remember ``error`` for later calls: a copy that is never raised, so it holds no
+        traceback, whose frames would tie this decoder (and its owner) in a reference cycle."""
+        self._error = ProtocolError(error.code, error.message, error.data)
+
+    def _copy_error(self) -> ProtocolError:
+        """A fresh copy of the stored error to raise (no local name keeps it: no cycle)."""
+        error = self._error
+        assert error is not None
+        return ProtocolError(error.code, error.message, error.data)
 
     def _check_usable(self) -> None:
         if self._error is not None:

@@ -170,6 +170,7 @@ def test_ten_megabyte_variable_is_named_and_later_programs_still_run(boot, tree:
 def test_unchanged_store_of_twenty_thousand_variables_is_not_read_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(contenv, "_cache", {})  # 20,000 entries must not outlive the test
     store = tmp_path / "container_environment"
     contenv.save(str(store), {f"V{i}": f"value {i}" for i in range(20_000)})
     reads: list[str] = []
@@ -267,7 +268,10 @@ def test_service_name_that_is_not_utf8_is_shown_escaped_and_status_works_for_all
     assert booted.ctl("status", "web").returncode == 0
 
 
-def test_watched_store_sees_a_same_size_rewrite_at_once(tmp_path: Path) -> None:
+def test_watched_store_sees_a_same_size_rewrite_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(contenv, "_cache", {})  # its inotify watch must not outlive the test
     store = tmp_path / "container_environment"
     contenv.save(str(store), {f"V{i}": "old" for i in range(contenv.WATCH_ABOVE + 10)})
     assert contenv.load(str(store))["V1"] == "old"
@@ -277,3 +281,5 @@ def test_watched_store_sees_a_same_size_rewrite_at_once(tmp_path: Path) -> None:
     (store / "V2").write_text("gen")
     (store / "V2").chmod(0o600)
     assert contenv.load(str(store))["V2"] == "gen"
+    for cached in contenv._cache.values():
+        cached.close()
