@@ -19,6 +19,7 @@ from tests.conftest import needs_root
 from tests.harness import Tree, wait_until
 from tests.test_services import state_of as record
 from tests.test_services import wait_state
+from tests.v3tree import V3
 
 pytestmark = [
     needs_root,
@@ -360,3 +361,35 @@ def test_s6_notifyoncheck_makes_the_service_ready_through_data_check(boot, tree:
     booted = boot_s6(boot)
     assert wait_state(booted, "checked", "ready")
     assert svstat(booted, "checked", "-o", "up,ready") == "true true"
+
+
+def test_s6_rc_u_change_brings_a_v3_longruns_dependencies_up_first(boot, tree: Tree) -> None:
+    v3 = V3(tree)
+    v3.oneshot("prep")  # in no bundle: both stay down at boot
+    v3.longrun("extra", "exec sleep 1000", deps=("prep",))
+    booted = boot_s6(boot)
+    booted.wait_for(r"no CMD")
+    assert record(booted, "extra")["state"] == "down"
+    env = {"PATH": VENV_BIN + ":/usr/bin:/bin"}
+    started = booted.in_ns("s6-rc", "-u", "change", "extra", env=env)
+    assert started.returncode == 0, started.stderr
+    assert record(booted, "prep")["state"] == "up"  # the oneshot's `up` ran and exited 0
+    assert record(booted, "extra")["state"] == "up"
+    wait_until(lambda: "run extra" in v3.events(), what="extra's run")
+    assert v3.events()[0] == "up prep"
+
+
+def test_halt_from_a_v3_longruns_finish_exits_with_the_v3_exitcode_file(
+    boot, tree: Tree
+) -> None:
+    v3 = V3(tree)
+    finish = (
+        "#!/bin/sh\necho 9 > /run/s6-linux-init-container-results/exitcode\n"
+        "exec /run/s6/basedir/bin/halt\n"
+    )
+    v3.longrun("web", "exec sleep 1000", files={"finish": finish})
+    v3.user("web")
+    booted = boot_s6(boot)
+    wait_state(booted, "web", "up")
+    assert run(booted, "s6-svc", "-d", "/run/service/web").returncode == 0  # its live dir
+    assert booted.wait() == 9
