@@ -21,7 +21,18 @@ import resource
 import subprocess
 import time
 
-from bench.common import BIN, OVERLAYCTL, Namespace, Row, Samples, main_for, now_ms, reps, running
+from bench.common import (
+    BIN,
+    OVERLAYCTL,
+    Namespace,
+    Row,
+    Samples,
+    boot_side_by_side,
+    main_for,
+    now_ms,
+    reps,
+    running,
+)
 
 SERVICES = 20
 SUPERVISORS = ["overlayd", "supervisord"]
@@ -106,17 +117,10 @@ def shutdown_ms(column: str) -> tuple[float, float]:
 
 def run() -> list[Row]:
     s = Samples()
-    trees: dict[str, Namespace] = {}
     rounds = reps(15, 4)
     floor = [str(BIN / "python"), "-I", "-c", "pass"]
     with contextlib.ExitStack() as stack:
-
-        def boot(column: str) -> dict[str, float]:
-            trees[column] = stack.enter_context(running(column, SERVICES))[0]
-            return {}
-
-        for column in SUPERVISORS:
-            s.measure(column, lambda c=column: boot(c))
+        trees = boot_side_by_side(stack, s, SUPERVISORS, SERVICES)
         time.sleep(1.1)  # every service up for more than the restart throttle's second
         for i in range(rounds):
             for label, mine, theirs in COMMANDS:

@@ -737,3 +737,19 @@ def main_for(run: Callable[[], list[Row]]) -> None:
     """Run one figure alone and print its table."""
     ensure_peers()
     print(table(run()), end="")
+
+
+def boot_side_by_side(
+    stack: contextlib.ExitStack, samples: Samples, columns: list[str], services: int
+) -> dict[str, Namespace]:
+    """Boot each column over `services` services, one after the other (each boot a sample of
+    its column); every tree stays up until `stack` closes. Returns column → namespace."""
+    trees: dict[str, Namespace] = {}
+
+    def boot(column: str) -> dict[str, float]:
+        trees[column] = stack.enter_context(running(column, services))[0]
+        return {}
+
+    for column in columns:
+        samples.measure(column, lambda c=column: boot(c))
+    return trees

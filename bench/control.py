@@ -28,11 +28,11 @@ from bench.common import (
     Namespace,
     Row,
     Samples,
+    boot_side_by_side,
     main_for,
     now_ms,
     percentile,
     reps,
-    running,
 )
 
 SUPERVISORS = ["overlayd", "s6", "supervisord"]
@@ -149,15 +149,8 @@ def hammer(column: str, ns: Namespace, clients: int) -> dict[str, float | list[f
 def run() -> list[Row]:
     """Boot the three trees side by side, then interleave the commands in each round."""
     s = Samples()
-    trees: dict[str, Namespace] = {}
     with contextlib.ExitStack() as stack:
-
-        def boot(column: str) -> dict[str, float]:
-            trees[column] = stack.enter_context(running(column, SERVICES))[0]
-            return {}
-
-        for column in SUPERVISORS:
-            s.measure(column, lambda c=column: boot(c))
+        trees = boot_side_by_side(stack, s, SUPERVISORS, SERVICES)
         floor = [str(BIN / "python"), "-I", "-c", "pass"]
         for _ in range(reps(21, 5)):
             for column, ns in trees.items():
