@@ -1,8 +1,8 @@
 """The control socket's listening end: bound and listening in stage 1, served later.
 
 Kept apart from rpc.py so that stage 1 pays only for `socket`: the protocol, msgpack and the
-handlers are imported on the loop's first turn, once the boot has handed work to its first
-child. A client that connects before then waits in the listen backlog.
+handlers are imported when the first client connects (stages.py watches the listening socket
+until then), never on the boot's path. That client waits in the listen backlog meanwhile.
 """
 
 from __future__ import annotations

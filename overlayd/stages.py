@@ -126,14 +126,16 @@ class Container:
             return
 
         def serve() -> None:
-            if self._control_sock is None:
-                return  # stage 3 closed it before this first turn (a CMD that exits at once)
+            # The first client is knocking: load the protocol, msgpack and the handlers now,
+            # hand the socket to the server (its own reader accepts this very connection on
+            # the next turn). A container nobody queries never pays for them.
+            self.loop.remove_reader(sock.fileno())
             from .rpc import ControlServer
 
             self.server = ControlServer(self.core(), sock)  # type: ignore[arg-type]
 
         self._control_sock = sock
-        self.loop.call_soon(serve)
+        self.loop.add_reader(sock.fileno(), serve)
 
     def child_env(self) -> dict[str, str]:
         env = contenv.child_environment(self.cfg.run_dir, self.cfg.keep_env)
@@ -422,7 +424,8 @@ class Container:
             self.s6.close()
         if self.server is not None:
             self.server.close()
-        elif self._control_sock is not None:  # stopped before the loop's first turn
+        elif self._control_sock is not None:  # no client ever came: the server never loaded
+            self.loop.remove_reader(self._control_sock.fileno())
             self._control_sock.close()
             self._control_sock = None
             try:
