@@ -46,7 +46,7 @@ EXITED_STATES = frozenset({"down", "finishing", "backoff", "failed"})
 STATUS_HEADERS = (
     "name", "state", "pid", "uptime", "restarts", "last exit", "ready", "health", "checked",
 )
-DETAIL_HEADERS = ("cpu", "rss", "procs")
+DETAIL_HEADERS = ("cpu", "rss", "procs", "log")
 # Columns holding numbers are right-aligned, as tabulate does for numeric columns.
 STATUS_RIGHT = frozenset({2, 3, 4, 8, 9, 10, 11})
 
@@ -163,8 +163,25 @@ def status_row(record: Mapping[str, Any], now: float, details: bool = False) -> 
             format_cpu(record.get("cpu_percent")),
             format_bytes(record.get("rss")),
             _or_dash(record.get("nprocs")),
+            format_log(record.get("log")),
         ]
     return row
+
+
+def format_log(log: Mapping[str, Any] | None) -> str:
+    """Where a service's output goes, short (`status --details`; `logs NAME` reads it back)."""
+    if not log:
+        return "-"
+    source, logdir = log.get("source"), log.get("logdir")
+    if source == "logdir" and logdir:
+        return str(logdir)
+    if source == "catchall" and logdir:
+        return f"catch-all {logdir}"
+    if source == "ring":
+        return "console, prefixed"
+    if source == "console":
+        return "console"
+    return one_line(str(log.get("where") or source or "-"))
 
 
 def reason_of(record: Mapping[str, Any]) -> str:

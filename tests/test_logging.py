@@ -617,6 +617,10 @@ def test_logs_reads_the_last_lines_across_current_and_archives(boot, tree: Tree)
     assert records["svc"]["log"]["source"] == "logdir"
     assert records["svc"]["log"]["where"] == f"{logdir}/current"
     assert records["plain"]["log"]["source"] == "console"
+    table = booted.ctl("status", "--details", "svc", "plain").stdout.splitlines()
+    assert table[0].split()[-1] == "log"
+    rows = {line.split()[0]: line.split()[-1] for line in table[2:]}
+    assert rows == {"svc": str(logdir), "plain": "console"}
 
 
 @contextlib.contextmanager

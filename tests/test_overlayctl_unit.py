@@ -259,10 +259,26 @@ def test_uptime_counts_from_started_when_overlayd_sends_it() -> None:
 
 
 def test_status_table_details_adds_columns() -> None:
-    rec = dict(RECORDS[0], cpu_percent=1.25, rss=12 * 1024 * 1024, nprocs=3)
+    log = {"source": "logdir", "logdir": "/var/log/web", "where": "/var/log/web/current"}
+    rec = dict(RECORDS[0], cpu_percent=1.25, rss=12 * 1024 * 1024, nprocs=3, log=log)
     lines = render.status_table([rec], now=NOW, details=True).splitlines()
-    assert lines[0].split()[-3:] == ["cpu", "rss", "procs"]
-    assert lines[2].split()[-3:] == ["1.2%", "12.0M", "3"]
+    assert lines[0].split()[-4:] == ["cpu", "rss", "procs", "log"]
+    assert lines[2].split()[-4:] == ["1.2%", "12.0M", "3", "/var/log/web"]
+
+
+@pytest.mark.parametrize(
+    ("log", "shown"),
+    [
+        (None, "-"),
+        ({"source": "console", "logdir": None}, "console"),
+        ({"source": "ring", "logdir": None}, "console, prefixed"),
+        ({"source": "catchall", "logdir": "/run/uncaught-logs"}, "catch-all /run/uncaught-logs"),
+        ({"source": "logger", "logdir": None, "where": "its logger web/log, which is not running"},
+         "its logger web/log, which is not running"),
+    ],
+)  # fmt: skip
+def test_status_details_says_where_each_service_logs(log: object, shown: str) -> None:
+    assert render.format_log(log) == shown  # type: ignore[arg-type]
 
 
 def test_status_table_with_no_services_is_just_the_header() -> None:
