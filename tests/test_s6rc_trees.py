@@ -281,7 +281,9 @@ def test_longrun_not_up_within_timeout_up_fails_its_dependents(boot, tree: Tree)
 def test_shutdown_goes_in_reverse_dependency_order_with_cont_finish_last(boot,
                                                                          tree: Tree) -> None:
     v3 = V3(tree)
-    term = "trap 'echo \"stop $0\" >> {log}; exit 0' TERM; while :; do sleep 1; done"
+    # "trapped" is written once the trap is set: a TERM before that would kill it silently.
+    term = ("trap 'echo \"stop $0\" >> {log}; exit 0' TERM; echo \"trapped $0\" >> {log}; "
+            "while :; do sleep 1; done")
     v3.oneshot("init-a", down="")
     v3.oneshot("init-b", deps=("init-a",), down="")
     v3.longrun("svc-db", term.format(log=v3.log).replace("$0", "svc-db"), deps=("init-b",))
@@ -290,7 +292,8 @@ def test_shutdown_goes_in_reverse_dependency_order_with_cont_finish_last(boot,
     tree.script("cont-finish.d", "00-bye", f"echo 'cont-finish' >> {v3.log}")
     booted = boot()
     booted.wait_for(r"service svc-web: up")
-    wait_until(lambda: "run svc-web" in v3.events(), what="svc-web's run script")
+    wait_until(lambda: {"trapped svc-web", "trapped svc-db"} <= set(v3.events()),
+               what="both run scripts' TERM traps")
     booted.kill()
     assert booted.wait() == 0
     events = v3.events()
