@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from .rc_run import RcRunner
     from .reaper import ExitStatus
 
-    CmdFacts = tuple[list[str], int | None, ExitStatus | None]  # argv, pid, how it ended
+    # argv, pid while it runs, how it ended, epoch seconds it started (then ended)
+    CmdFacts = tuple[list[str], int | None, ExitStatus | None, float | None]
     from .supervisor import Supervisor
 
 
@@ -36,7 +37,7 @@ class Core:
         stopping: Callable[[], bool],
         info: Callable[[], dict[str, object]],
         rc: Callable[[], RcRunner | None] = lambda: None,
-        cmd: Callable[[], CmdFacts] = lambda: ([], None, None),
+        cmd: Callable[[], CmdFacts] = lambda: ([], None, None, None),
         rescan: Callable[[str], None] = lambda origin: None,
     ) -> None:
         self.loop = loop
@@ -65,7 +66,7 @@ class Core:
         return self._rc()
 
     def cmd(self) -> CmdFacts:
-        """The CMD: its argv ([] when there is none), its pid while it runs, how it ended."""
+        """The CMD: argv ([] when none), pid while it runs, how it ended, when it last changed."""
         return self._cmd()
 
     def rescan(self, origin: str) -> None:

@@ -24,7 +24,30 @@ from protocol import (
     ProtocolError,
 )
 from protocol.signals import signal_number as parse_signal
-from protocol.states import ALIVE, BACKOFF, FAILED, SETTLED, STARTING, UP, WANT_UP
+from protocol.states import (
+    ALIVE,
+    BACKOFF,
+    DOWN,
+    FAILED,
+    K_LAST_EXIT,
+    K_NAME,
+    K_NORMALLY_UP,
+    K_NOTIFICATION_FD,
+    K_PGID,
+    K_PID,
+    K_READY,
+    K_REASON,
+    K_RESTARTS,
+    K_SINCE,
+    K_STARTED,
+    K_STATE,
+    K_WANT,
+    SETTLED,
+    STARTING,
+    UP,
+    WANT_UP,
+    exit_record,
+)
 
 from . import __version__, log
 from .loop import TIMED_OUT, Future
@@ -519,41 +542,27 @@ def signal_groups(session: Session, signum: int, names: list[str]) -> list[str]:
     return [service.name for service in services]
 
 
-def _proc_start_time(pid: int) -> float | None:
-    """Epoch seconds `pid` started, from /proc (None when it cannot be read)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
-        with open("/proc/stat", "rb") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
-
-
 def cmd_record(container: Container) -> dict[str, object] | None:
     """The CMD as a status row (name CMD), or None when there is no CMD."""
-    cmd, pid, status = container.cmd()
+    cmd, pid, status, since = container.cmd()
     if not cmd:
         return None
-    last = None
-    if status is not None:
-        last = {"code": status.code, "signal": status.signal, "at": None}
-    started = _proc_start_time(pid) if pid is not None else None
+    running = pid is not None
+    last = None if status is None else exit_record(status.code, status.signal, since)
     return {
-        "name": CMD_NAME,
-        "state": "up" if pid is not None else "down",
-        "want": "up",
-        "pid": pid,
-        "pgid": pid,
-        "since": started,
-        "started": started,
-        "restarts": 0,
-        "last_exit": last,
-        "ready": pid is not None,
-        "normally_up": True,
-        "notification_fd": None,
-        "reason": None,
+        K_NAME: CMD_NAME,
+        K_STATE: UP if running else DOWN,
+        K_WANT: WANT_UP,
+        K_PID: pid,
+        K_PGID: pid,
+        K_SINCE: since,
+        K_STARTED: since if running else None,
+        K_RESTARTS: 0,
+        K_LAST_EXIT: last,
+        K_READY: running,
+        K_NORMALLY_UP: True,
+        K_NOTIFICATION_FD: None,
+        K_REASON: None,
         "cmd": list(cmd),
     }
 

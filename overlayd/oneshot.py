@@ -15,8 +15,6 @@ import time
 from protocol.states import (
     DOWN,
     FAILED,
-    K_AT,
-    K_CODE,
     K_LAST_EXIT,
     K_NAME,
     K_NORMALLY_UP,
@@ -26,7 +24,6 @@ from protocol.states import (
     K_READY,
     K_REASON,
     K_RESTARTS,
-    K_SIGNAL,
     K_SINCE,
     K_STARTED,
     K_STATE,
@@ -38,6 +35,7 @@ from protocol.states import (
     UP,
     WANT_DOWN,
     WANT_UP,
+    exit_record,
 )
 
 from . import log, spawn
@@ -171,10 +169,7 @@ class Oneshot:
 
     def record(self) -> dict[str, Any]:
         """The status record: the same keys as a longrun's, and `type`."""
-        last = None
-        if self.last_exit is not None:
-            code, signum, at = self.last_exit
-            last = {K_CODE: code, K_SIGNAL: signum, K_AT: at}
+        last = None if self.last_exit is None else exit_record(*self.last_exit)
         return {
             K_NAME: self.name,
             K_TYPE: self.kind,

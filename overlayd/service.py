@@ -27,8 +27,6 @@ from protocol.states import (
     DOWN,
     FAILED,
     FINISHING,
-    K_AT,
-    K_CODE,
     K_LAST_EXIT,
     K_NAME,
     K_NORMALLY_UP,
@@ -38,7 +36,6 @@ from protocol.states import (
     K_READY,
     K_REASON,
     K_RESTARTS,
-    K_SIGNAL,
     K_SINCE,
     K_STARTED,
     K_STATE,
@@ -54,6 +51,7 @@ from protocol.states import (
     UP,
     WANT_DOWN,
     WANT_UP,
+    exit_record,
     is_ready,
 )
 
@@ -678,10 +676,7 @@ class Service:
     # --- record ----------------------------------------------------------------------------
     def record(self) -> dict[str, Any]:
         """The status record: stable keys (protocol/states.py), see the README."""
-        last = None
-        if self.last_exit is not None:
-            code, signum, at = self.last_exit
-            last = {K_CODE: code, K_SIGNAL: signum, K_AT: at}
+        last = None if self.last_exit is None else exit_record(*self.last_exit)
         running = self.pid is not None
         definition = self._next_definition or self.definition
         return {

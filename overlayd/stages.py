@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from . import contenv, fixattrs, log, rc_boot, rundir, scripts, spawn
 from .config import Config
@@ -52,6 +53,7 @@ class Container:
         self.is_pid1 = os.getpid() == 1
         self.tty = 0 if os.isatty(0) else None
         self.cmd_pid: int | None = None
+        self.cmd_since: float | None = None  # epoch seconds the CMD started, then ended
         self.cmd_exit: Future | None = None
         self.cmd_status: ExitStatus | None = None
         self.stopping = False  # stage 3 has begun (stage 2, if running, is cancelled)
@@ -154,7 +156,7 @@ class Container:
             lambda: self.stopping,
             self._info,
             lambda: self.rc,
-            lambda: (self.cmd, self.cmd_pid, self.cmd_status),
+            lambda: (self.cmd, self.cmd_pid, self.cmd_status, self.cmd_since),
             self.rescan,
         )
 
@@ -312,12 +314,14 @@ class Container:
             self.request_shutdown(reason="the CMD could not be started")
             return
         self.cmd_pid = pid
+        self.cmd_since = time.time()
         self.cmd_exit = self.reaper.exit_future(pid)
         self.cmd_exit.add_done_callback(lambda done: self._cmd_ended(done.result))
 
     def _cmd_ended(self, status: ExitStatus) -> None:
         self.cmd_pid = None
         self.cmd_status = status
+        self.cmd_since = time.time()
         self._reclaim_terminal()
         log.info(f"CMD ended: {status.describe()}")
         self.request_shutdown(reason="the CMD exited")

@@ -61,6 +61,11 @@ K_SIGNAL = "signal"
 K_AT = "at"
 
 
+def exit_record(code: int | None, signum: int | None, at: float | None) -> dict[str, object]:
+    """A record's `last_exit`: the exit code, or the signal it died of, and when."""
+    return {K_CODE: code, K_SIGNAL: signum, K_AT: at}
+
+
 def is_ready(state: str, has_notification_fd: bool) -> bool:
     """Ready: signalled on the notification-fd, or simply up without one (as in s6)."""
     return state == READY or (state == UP and not has_notification_fd)

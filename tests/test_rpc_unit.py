@@ -107,8 +107,8 @@ class FakeContainer:
     def info(self) -> dict[str, object]:
         return {"pid1": False, "orphans_reaped": 0, "cmd_pid": None}
 
-    def cmd(self) -> tuple[list[str], None, None]:
-        return [], None, None  # no CMD: no CMD row in status
+    def cmd(self) -> tuple[list[str], None, None, None]:
+        return [], None, None, None  # no CMD: no CMD row in status
 
     def rescan(self, origin: str) -> None:
         self.supervisor.rescan()
