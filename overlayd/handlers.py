@@ -534,11 +534,10 @@ def signal_groups(session: Session, signum: int, names: list[str]) -> list[str]:
                 f"service {service.name} is not running (state {service.state})",
                 {"name": service.name},
             )
+    from .service import Runtime  # its ESRCH rule: a group not yet made is its leader alone
+
     for service in services:
-        try:
-            os.killpg(service.pgid, signum)
-        except ProcessLookupError:
-            pass  # exited meanwhile: nothing left to signal
+        Runtime.signal_group(service.pgid, signum)
     return [service.name for service in services]
 
 

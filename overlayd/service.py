@@ -251,7 +251,8 @@ class Runtime:
     def watch(self, pid: int, on_exit: Callable[[ExitStatus], None]) -> None:
         self.reaper.watch(pid, on_exit)
 
-    def signal_group(self, pgid: int, signum: int) -> None:
+    @staticmethod
+    def signal_group(pgid: int, signum: int) -> None:
         """Signal the group led by `pgid`; before the child's setsid() ran (the group does not
         exist yet: ESRCH) signal the child itself, so a stop sent at once is never lost. All
         signals are blocked in the child until its exec, so it dies then, by this signal."""
