@@ -26,13 +26,15 @@ _PYTHON_IGNORED = {signal.SIGPIPE, signal.SIGXFSZ}
 
 _original_mask: set[int] = set()
 _original_ignored: set[int] = set()
+_spawn_sets: tuple[object, object] | None = None  # (mask, defaults) as C sigsets for vspawn
 _interpreted: set[str] = set()  # bounded by the number of script files in the trees
 _RESETTABLE = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
 
 
 def capture_original_signals() -> None:
     """Remember the blocked mask and ignored signals overlayd was started with."""
-    global _original_mask
+    global _original_mask, _spawn_sets
+    _spawn_sets = None
     _original_mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
     _original_ignored.clear()
     for signum in signal.valid_signals():
@@ -116,6 +118,12 @@ def spawn(
     found) or 126 (cannot execute), as shells and tini do. `extra_fds` maps child fd → parent
     fd (the notification-fd). Raises OSError when fork itself fails.
     """
+    pid = _vfork_spawn(
+        argv, env, cwd, new_session, new_group, foreground_tty, stdin, stdout, stderr,
+        extra_fds or {},
+    )
+    if pid is not None:
+        return pid
     blocked = _sigmask(signal.SIG_SETMASK, _ALL_SIGNALS)
     try:
         pid = os.fork()
@@ -141,6 +149,75 @@ def spawn(
         except OSError:
             pass
     return pid
+
+
+def _vfork_spawn(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str | None,
+    new_session: bool,
+    new_group: bool,
+    foreground_tty: int | None,
+    stdin: int | None,
+    stdout: int | None,
+    stderr: int | None,
+    extra_fds: Mapping[int, int],
+) -> int | None:
+    """The same child as `_child` makes, started by posix_spawn (vspawn.py: no fork, so no
+    copy-on-write of PID 1's pages); None when the fork path must do it instead.
+
+    The fork path takes over when posix_spawn cannot give the same start (an originally
+    ignored signal that overlayd now handles must be ignored in the child; a NUL in a string)
+    and on every failure to set the child up or exec it, so that the child reports it as the
+    fork path does: one line naming the program, exit 127 or 126.
+    """
+    from .vspawn import sigset, spawner
+
+    global _spawn_sets
+    posix_spawn = spawner()
+    if posix_spawn is None or any(_handled(signum) for signum in _original_ignored):
+        return None
+    program = find_executable(argv[0], env)
+    if program is None or _has_nul(argv, env):
+        return None
+    if _spawn_sets is None:
+        _spawn_sets = sigset(_original_mask), sigset(_all_but_ignored())
+    wanted = {0: stdin, 1: stdout, 2: stderr, **extra_fds}
+    wanted = {target: source for target, source in wanted.items() if source is not None}
+    # A source that is also a target number could be overwritten before its own dup2 (or,
+    # as its own target, keep its close-on-exec flag): the child is handed a copy instead.
+    copies = {source: os.dup(source) for source in wanted.values() if source in wanted}
+    try:
+        return posix_spawn.spawn(
+            program, argv, env, mask=_spawn_sets[0], defaults=_spawn_sets[1], cwd=cwd,
+            new_session=new_session, new_group=new_group, terminal=foreground_tty,
+            fds={target: copies.get(source, source) for target, source in wanted.items()},
+        )
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.ENOMEM):
+            raise  # the clone itself failed: a fork would too
+        return None
+    finally:
+        for copy in copies.values():
+            os.close(copy)
+
+
+
+
+def _all_but_ignored() -> list[int]:
+    """Every signal (the C library's internal ones too) but those overlayd was given ignored."""
+    kept = {*_original_ignored, signal.SIGKILL, signal.SIGSTOP}
+    return [signum for signum in range(1, signal.NSIG) if signum not in kept]
+
+
+def _handled(signum: int) -> bool:
+    return _signal.getsignal(signum) not in (signal.SIG_IGN, None)
+
+
+def _has_nul(argv: Sequence[str], env: Mapping[str, str]) -> bool:
+    return any("\0" in word for word in argv) or any(
+        "\0" in key or "\0" in value for key, value in env.items()
+    )
 
 
 def _child(
