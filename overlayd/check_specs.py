@@ -9,7 +9,8 @@ file when a value is bad; the scan turns that into the service's `problem`.
 from __future__ import annotations
 
 import os
-from collections import namedtuple
+
+from .records import record
 
 # --- health/ (liveness.py) ------------------------------------------------------------------
 DEFAULT_INTERVAL_MS = 10000
@@ -18,7 +19,7 @@ DEFAULT_RETRIES = 3
 MIN_INTERVAL_MS = 10  # a 0 interval would fork checks back to back forever
 ACTIONS = ("restart", "mark", "shutdown")
 
-HealthSpec = namedtuple("HealthSpec", ("check", "interval_ms", "timeout_ms", "retries", "action"))
+HealthSpec = record("HealthSpec", ("check", "interval_ms", "timeout_ms", "retries", "action"))
 HealthSpec.__doc__ = "What a service's health/ directory says (times in ms)."
 
 
@@ -68,7 +69,7 @@ def read_health(directory: str) -> HealthSpec | None:
 OPTIONS_FILE = "notifyoncheck-options"
 TOOL = b"s6-notifyoncheck"
 
-PollOptions = namedtuple(
+PollOptions = record(
     "PollOptions",
     ("initial_sleep_ms", "global_timeout_ms", "local_timeout_ms", "wait_ms", "tries", "checkprog"),
 )
@@ -143,7 +144,7 @@ DEFAULT_MAX_DEATH_TALLY = 100
 MAX_DEATH_TALLY = 4096
 DEFAULT_START_SECS = 1.0
 
-GiveUpPolicy = namedtuple(
+GiveUpPolicy = record(
     "GiveUpPolicy", ("max_death_tally", "start_retries", "start_secs", "timeout_up_ms")
 )
 GiveUpPolicy.__doc__ = "start_retries None: never give up; timeout_up_ms 0: no bound."
@@ -181,7 +182,7 @@ def read_give_up(directory: str) -> GiveUpPolicy:
 
 
 # --- all of it ------------------------------------------------------------------------------
-ChecksSpec = namedtuple("ChecksSpec", ("health", "poll", "give_up"))
+ChecksSpec = record("ChecksSpec", ("health", "poll", "give_up"))
 ChecksSpec.__doc__ = "health/ (HealthSpec|None), data/check polling (PollOptions|None), policy."
 NO_CHECKS = ChecksSpec(None, None, DEFAULT_POLICY)
 

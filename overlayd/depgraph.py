@@ -19,14 +19,14 @@ services.d service, yet stopping one of them must not stop what needs `legacy-se
 
 from __future__ import annotations
 
-from collections import namedtuple
+from .records import record
 
 ONESHOT = "oneshot"
 LONGRUN = "longrun"
 BUNDLE = "bundle"
 KINDS = (ONESHOT, LONGRUN, BUNDLE)
 
-Node = namedtuple("Node", ("name", "kind", "deps", "after", "contents", "source"))
+Node = record("Node", ("name", "kind", "deps", "after", "contents", "source"))
 Node.__doc__ = """One service or bundle. `deps`, `after`, `contents`: dicts name → the file
 that names it (for error messages); `source`: where the node is defined."""
 

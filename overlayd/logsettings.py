@@ -13,14 +13,18 @@ S6_CMD_USE_TERMINAL     1: with S6_LOGGING=2 and a terminal, the CMD keeps the t
 from __future__ import annotations
 
 import os
-from collections import namedtuple
-from collections.abc import Mapping
+
+from .records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_SCRIPT = "n20 s1000000 T"
 DEFAULT_UNCAUGHT = "/run/uncaught-logs"
 PACKAGE_HINT = "install the s6 package (Debian/Ubuntu: apt-get install s6; Alpine: apk add s6)"
 
-LogSettings = namedtuple(
+LogSettings = record(
     "LogSettings", "mode script catchall_user uncaught_dir prefix timestamps cmd_use_terminal"
 )
 

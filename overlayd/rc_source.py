@@ -18,9 +18,9 @@ s6-overlay's own names (reference §2, §7.3):
 from __future__ import annotations
 
 import os
-from collections import namedtuple
 
 from .depgraph import BUNDLE, KINDS, LONGRUN, ONESHOT
+from .records import record
 
 MAX_SMALL_FILE = 4096  # type, timeouts, names: a few bytes; more is read no further
 MAX_LIST_FILE = 64 * 1024  # the old `dependencies` / `contents` list files
@@ -37,7 +37,7 @@ SUPPLIED = (FIX_ATTRS, LEGACY_CONT_INIT, BASE, LEGACY_SERVICES, TOP)
 BUILTIN_ONESHOTS = (FIX_ATTRS, LEGACY_CONT_INIT, LEGACY_SERVICES)
 RESERVED_PREFIXES = ("s6rc-", "s6-rc-")
 
-RcDef = namedtuple(
+RcDef = record(
     "RcDef",
     (
         "name",

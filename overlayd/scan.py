@@ -6,16 +6,16 @@ the directory and what is wrong), and the service shows as `failed` instead of b
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
-from collections import namedtuple
 
 from .check_specs import NO_CHECKS, read_checks
+from .records import record
 
 DEFAULT_TIMEOUT_FINISH_MS = 5000
 
 
-ServiceDef = namedtuple(
+ServiceDef = record(
     "ServiceDef",
     (
         "name",
@@ -73,7 +73,7 @@ def read_service(name: str, directory: str, *, is_logger: bool = False) -> Servi
     finish_path = os.path.join(directory, "finish")
     finish = finish_path if os.path.isfile(finish_path) else None
     notification_fd = None
-    down_signal = int(signal.SIGTERM)
+    down_signal = int(_signal.SIGTERM)
     timeout_kill = 0
     timeout_finish = DEFAULT_TIMEOUT_FINISH_MS
     checks = None
