@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import grp
 import os
-from collections import namedtuple
-from collections.abc import Mapping
+
+from .records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 EXIT_CONFIG_ERROR = 100
 
@@ -51,10 +55,10 @@ _FIELDS = (
 )
 
 
-class Config(namedtuple("ConfigFields", _FIELDS)):
+class Config(record("ConfigFields", _FIELDS)):
     """The validated configuration, one field per variable (see load()). Times are in
-    milliseconds, as the S6_* variables are. A collections.namedtuple, because importing
-    typing (for NamedTuple) costs PID 1 several milliseconds at every boot."""
+    milliseconds, as the S6_* variables are. A record (records.py), because importing
+    typing (for NamedTuple) or collections costs PID 1 milliseconds at every boot."""
 
     __slots__ = ()
 

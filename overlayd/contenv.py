@@ -15,10 +15,13 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Mapping
 
 from . import log
 from .dirwatch import DirWatch
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_RUN_DIR = "/run/overlay"
 

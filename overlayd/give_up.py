@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import deque
+from _collections import deque
 
 from .check_specs import DEFAULT_MAX_DEATH_TALLY
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections import deque
+from _collections import deque
 
 from . import log
 from .loop import Future, Loop, Timer

@@ -1,25 +1,30 @@
 """The control socket's listening end: bound and listening in stage 1, served later.
 
-Kept apart from rpc.py so that stage 1 pays only for `socket`: the protocol, msgpack and the
-handlers are imported when the first client connects (stages.py watches the listening socket
-until then), never on the boot's path. That client waits in the listen backlog meanwhile.
+Kept apart from rpc.py so that stage 1 pays only for `_socket` (the C module; `socket` would
+bring `enum` and `selectors`): the protocol, msgpack and the handlers are imported when the
+first client connects (stages.py watches the listening socket until then), never on the boot's
+path. That client waits in the listen backlog meanwhile.
 """
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
-import socket
 import stat
 
 from . import log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 BACKLOG = 128
 
 
 def _answers(path: str) -> bool:
     """Does a live server accept on ``path``? (non-blocking: a Unix connect never waits)"""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK)
     try:
         probe.connect(path)
     except BlockingIOError:
@@ -43,7 +48,7 @@ def _remove_stale(path: str) -> None:
     os.unlink(path)
 
 
-def open_listener(path: str, gid: int | None) -> socket.socket:
+def open_listener(path: str, gid: int | None) -> _socket.socket:
     """Bind and listen on ``path``: mode 0600, or 0660 owned by group ``gid``.
 
     The socket is bound under a temporary name and renamed into place once it listens, so a
@@ -52,8 +57,8 @@ def open_listener(path: str, gid: int | None) -> socket.socket:
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     _remove_stale(path)
     staging = path + "~"
-    sock = socket.socket(
-        socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    sock = _socket.socket(
+        _socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
     )
     try:
         sock.setblocking(False)
@@ -75,7 +80,7 @@ def open_listener(path: str, gid: int | None) -> socket.socket:
                     log.error(
                         f"cannot give {path} to group {gid}: {exc.strerror}; keeping mode 0600"
                     )
-            sock.listen(max(BACKLOG, socket.SOMAXCONN))
+            sock.listen(max(BACKLOG, _socket.SOMAXCONN))
             os.rename(staging, path)
         except BaseException:
             os.unlink(staging)
@@ -84,3 +89,10 @@ def open_listener(path: str, gid: int | None) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def as_socket(raw: _socket.socket) -> socket.socket:
+    """The listening socket as a `socket.socket` (what rpc.py serves), once a client came."""
+    import socket
+
+    return socket.socket(fileno=raw.detach())

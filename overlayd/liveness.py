@@ -16,8 +16,6 @@ only per-service cost while idle: one timer, no process.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from protocol.states import HEALTHY, UNHEALTHY
 
 from . import log, spawn
@@ -25,6 +23,8 @@ from .check_process import CheckLoop, CheckResult
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .check_specs import HealthSpec
     from .service import Runtime
 

@@ -14,21 +14,21 @@ Sequential steps (the boot and shutdown stages) are written as `async def` corou
 
 from __future__ import annotations
 
+import _signal
 import heapq
 import os
 import select
-import signal
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from _collections import deque
 
 from . import log
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Generator
     from typing import Any
 
-Callback = Callable[[], None]
+    Callback = Callable[[], None]
 #: Timers in the heap before the first sweep of cancelled ones (see call_later).
 MIN_COMPACT = 256
 
@@ -181,7 +181,7 @@ class Loop:
         self._compact_at = MIN_COMPACT  # heap size at which cancelled timers are swept out
         self.add_reader(self._wakeup_r, self._drain_signals)
         # Installed now, not in run(): a child may exit before the loop first waits.
-        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        _signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
 
     # --- fds -------------------------------------------------------------------------------
     def _events(self, fd: int) -> int:
@@ -274,7 +274,7 @@ class Loop:
         self._signal_handlers[signum] = handler
         if coalesce:
             self._coalesced.add(signum)
-        signal.signal(signum, _note_signal)
+        _signal.signal(signum, _note_signal)
 
     def _drain_signals(self) -> None:
         try:

@@ -8,8 +8,8 @@ want, pid, pgid, record()), so `status`, `wait` and `check` show oneshots beside
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
 import time
 
 from protocol.states import (
@@ -155,7 +155,7 @@ class Oneshot:
         timed_out = status is TIMED_OUT
         if timed_out:
             try:
-                os.killpg(self.pid, signal.SIGKILL)
+                os.killpg(self.pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
             status = await exited
@@ -205,4 +205,4 @@ class Oneshot:
         return True
 
     def kill_group(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        self.send_signal(_signal.SIGKILL)

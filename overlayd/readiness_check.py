@@ -17,13 +17,14 @@ always). No process sleeps on overlayd's behalf: between tries there is one time
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from . import log, spawn
 from .check_process import CheckLoop, CheckResult
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .check_specs import PollOptions
     from .service import Runtime
 

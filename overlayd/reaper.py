@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import _signal
 import os
-import signal
-from collections.abc import Callable
 
 from . import log
 from .loop import Future
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .loop import Loop
 
 WNOHANG = os.WNOHANG
@@ -31,7 +31,7 @@ WNOHANG = os.WNOHANG
 FLOOD_GAP = 0.002
 #: How long (seconds) SIGCHLD is held blocked in a storm, to reap that window's exits at once.
 BATCH_WINDOW = 0.005
-_SIGCHLD = (signal.SIGCHLD,)
+_SIGCHLD = (_signal.SIGCHLD,)
 
 
 class ExitStatus:
@@ -81,14 +81,14 @@ class Reaper:
         now = loop.time()
         if now - self._last_signal < FLOOD_GAP and not self._held:
             self._held = True
-            _signal.pthread_sigmask(signal.SIG_BLOCK, _SIGCHLD)  # no enum conversion
+            _signal.pthread_sigmask(_signal.SIG_BLOCK, _SIGCHLD)  # no enum conversion
             loop.call_later(BATCH_WINDOW, self._release)
         self._last_signal = now
 
     def _release(self) -> None:
         """End of a batch window: a SIGCHLD that came meanwhile is delivered now."""
         self._held = False
-        _signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGCHLD)
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, _SIGCHLD)
 
     def watch(self, pid: int, on_exit: Callable[[ExitStatus], None]) -> None:
         self._owners[pid] = on_exit

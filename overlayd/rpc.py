@@ -61,7 +61,7 @@ from protocol import (
 from protocol.errors import BAD_REQUEST, describe
 
 from . import handlers, log
-from .listener import open_listener
+from .listener import as_socket, open_listener
 from .loop import Future, Timer
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
@@ -224,7 +224,7 @@ class ControlServer:
         self._uid = os.geteuid()
         self._listener = self._on_state  # one bound method, so remove_listener finds it
         if sock is None:
-            sock = open_listener(self.path, container.socket_gid)
+            sock = as_socket(open_listener(self.path, container.socket_gid))
         self._sock = sock
         self._fd = self._sock.fileno()
         self._inode = os.stat(self.path).st_ino

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
 
 from . import log, spawn
 from .loop import TIMED_OUT, Future, Loop, first_of
@@ -61,7 +61,7 @@ async def run_script(
     if result is TIMED_OUT:
         log.warn(f"{name}: still running after {timeout:g} s; killing it")
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, _signal.SIGKILL)
         except ProcessLookupError:
             pass
         result = await (exited if abandon is None else first_of(exited, abandon))

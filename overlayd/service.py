@@ -18,8 +18,8 @@ fork failed; ``SAME`` keeps the state.
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
 import time
 
 from protocol.states import (
@@ -255,7 +255,7 @@ class Runtime:
     def signal_group(pgid: int, signum: int) -> None:
         """Signal the group led by `pgid`; before the child's setsid() ran (the group does not
         exist yet: ESRCH) signal the child itself, so a stop sent at once is never lost. All
-        signals are blocked in the child until its exec, so it dies then, by this signal."""
+        signals are blocked in the child until its exec, so it dies then, by this _signal."""
         try:
             os.killpg(pgid, signum)
             return
@@ -504,13 +504,13 @@ class Service:
         if self.pgid is None or self.pid is None:
             return
         self.rt.signal_group(self.pgid, self.definition.down_signal)
-        self.rt.signal_group(self.pgid, signal.SIGCONT)
+        self.rt.signal_group(self.pgid, _signal.SIGCONT)
         if self.definition.timeout_kill_ms > 0:
             self._arm(self.definition.timeout_kill_ms / 1000)
 
     def _kill_group(self) -> None:
         if self.pid is not None and self.pgid is not None:
-            self.rt.signal_group(self.pgid, signal.SIGKILL)
+            self.rt.signal_group(self.pgid, _signal.SIGKILL)
 
     def _timeout_kill(self) -> None:
         log.warn(f"service {self.name}: still running after timeout-kill; sending SIGKILL")
@@ -581,7 +581,7 @@ class Service:
 
     def _kill_finish(self) -> None:
         if self._finish_pid is not None:
-            self.rt.signal_group(self._finish_pid, signal.SIGKILL)
+            self.rt.signal_group(self._finish_pid, _signal.SIGKILL)
 
     def _timeout_finish(self) -> None:
         log.warn(f"service {self.name}: finish ran past timeout-finish; sending SIGKILL")

@@ -8,8 +8,6 @@ Service's events: `ready` (the polled `data/check` passed), `unhealthy` (a liven
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from protocol.states import (
     DOWN,
     K_HEALTH,
@@ -27,6 +25,8 @@ from .readiness_check import ReadinessPoller
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .check_specs import ChecksSpec
     from .loop import Timer
     from .service import Runtime

@@ -12,36 +12,38 @@ from __future__ import annotations
 import _signal
 import errno
 import os
-import signal
-from collections.abc import Mapping, Sequence
 
 from . import log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
 
 # Python ignores these before any of our code runs, so their original state is unknowable:
 # they are given back at their defaults, which is what a container runtime starts PID 1 with.
-_PYTHON_IGNORED = {signal.SIGPIPE, signal.SIGXFSZ}
+_PYTHON_IGNORED = {_signal.SIGPIPE, _signal.SIGXFSZ}
 
 _original_mask: set[int] = set()
 _original_ignored: set[int] = set()
 _spawn_sets: tuple[object, object] | None = None  # (mask, defaults) as C sigsets for vspawn
 _interpreted: set[str] = set()  # bounded by the number of script files in the trees
-_RESETTABLE = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
+_RESETTABLE = sorted(set(_signal.valid_signals()) - {_signal.SIGKILL, _signal.SIGSTOP})
 
 
 def capture_original_signals() -> None:
     """Remember the blocked mask and ignored signals overlayd was started with."""
     global _original_mask, _spawn_sets
     _spawn_sets = None
-    _original_mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    _original_mask = set(_signal.pthread_sigmask(_signal.SIG_BLOCK, []))
     _original_ignored.clear()
-    for signum in signal.valid_signals():
-        if signum in _PYTHON_IGNORED or signum in (signal.SIGKILL, signal.SIGSTOP):
+    for signum in _signal.valid_signals():
+        if signum in _PYTHON_IGNORED or signum in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            if signal.getsignal(signum) == signal.SIG_IGN:
+            if _signal.getsignal(signum) == _signal.SIG_IGN:
                 _original_ignored.add(signum)
         except (OSError, ValueError):
             pass
@@ -93,8 +95,8 @@ def script_argv(path: str, args: Sequence[str] = ()) -> tuple[list[str], str | N
     return [*interpreter, path, *args], warning
 
 
-_ALL_SIGNALS = frozenset(map(int, signal.valid_signals()))
-# The C function under signal.pthread_sigmask: the same call without turning each of the ~65
+_ALL_SIGNALS = frozenset(map(int, _signal.valid_signals()))
+# The C function under _signal.pthread_sigmask: the same call without turning each of the ~65
 # signals of the returned mask into an enum, twice per spawn (a third of a spawn's cost in PID 1).
 _sigmask = _signal.pthread_sigmask
 
@@ -124,11 +126,11 @@ def spawn(
     )
     if pid is not None:
         return pid
-    blocked = _sigmask(signal.SIG_SETMASK, _ALL_SIGNALS)
+    blocked = _sigmask(_signal.SIG_SETMASK, _ALL_SIGNALS)
     try:
         pid = os.fork()
     except OSError:
-        _sigmask(signal.SIG_SETMASK, blocked)
+        _sigmask(_signal.SIG_SETMASK, blocked)
         raise
     if pid == 0:
         code = EXIT_CANNOT_EXECUTE
@@ -142,7 +144,7 @@ def spawn(
             log.error(f"cannot start {argv[0]!r}: {detail}")
         finally:
             os._exit(code)
-    _sigmask(signal.SIG_SETMASK, blocked)
+    _sigmask(_signal.SIG_SETMASK, blocked)
     if new_group and not new_session:
         try:
             os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race
@@ -206,12 +208,12 @@ def _vfork_spawn(
 
 def _all_but_ignored() -> list[int]:
     """Every signal (the C library's internal ones too) but those overlayd was given ignored."""
-    kept = {*_original_ignored, signal.SIGKILL, signal.SIGSTOP}
-    return [signum for signum in range(1, signal.NSIG) if signum not in kept]
+    kept = {*_original_ignored, _signal.SIGKILL, _signal.SIGSTOP}
+    return [signum for signum in range(1, _signal.NSIG) if signum not in kept]
 
 
 def _handled(signum: int) -> bool:
-    return _signal.getsignal(signum) not in (signal.SIG_IGN, None)
+    return _signal.getsignal(signum) not in (_signal.SIG_IGN, None)
 
 
 def _has_nul(argv: Sequence[str], env: Mapping[str, str]) -> bool:
@@ -245,14 +247,15 @@ def _child(
     _arrange_fds(stdin, stdout, stderr, extra_fds)
     if cwd is not None:
         os.chdir(cwd)
-    signal.set_wakeup_fd(-1)
+    _signal.set_wakeup_fd(-1)
     for signum in _RESETTABLE:
         try:
-            signal.signal(signum, signal.SIG_IGN if signum in _original_ignored else signal.SIG_DFL)
+            ignored = signum in _original_ignored
+            _signal.signal(signum, _signal.SIG_IGN if ignored else _signal.SIG_DFL)
         except (OSError, ValueError):
             pass  # signals reserved by libc
     program = find_executable(argv[0], env)
-    signal.pthread_sigmask(signal.SIG_SETMASK, _original_mask)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, _original_mask)
     if program is None:
         return _exec_failed(argv[0], errno.ENOENT)
     try:

@@ -6,8 +6,8 @@ Signal handlers only queue (through the loop's wakeup fd); each signal's meaning
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
 import time
 
 from . import contenv, fixattrs, log, rc_boot, rundir, scripts, spawn
@@ -21,16 +21,17 @@ from .supervisor import Supervisor
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
     from .rc_run import RcRunner
     from .rpc import ControlServer
     from .s6paths import S6Paths
     from .scan import ServiceDef
 
-TERMINATING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+TERMINATING = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT)
 FORWARDED = (
-    signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM, signal.SIGPWR
+    _signal.SIGHUP, _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGWINCH, _signal.SIGALRM,
+    _signal.SIGPWR,
 )
 FINAL_KILL_WAIT = 5.0  # after SIGKILL to everything: only D-state processes can hold us here
 # Exit code when health/action `shutdown` stops the container: after the exitcode files and a
@@ -58,7 +59,7 @@ class Container:
         self.cmd_status: ExitStatus | None = None
         self.stopping = False  # stage 3 has begun (stage 2, if running, is cancelled)
         self.stage2: Task | None = None
-        self.shutdown_signal = signal.SIGTERM  # what the CMD gets first in stage 3
+        self.shutdown_signal = _signal.SIGTERM  # what the CMD gets first in stage 3
         self.services_started = False  # HUP before that defers the rescan until then
         self.rescan_pending = False
         self.rc: RcRunner | None = None  # the dependency layer, once the trees are read
@@ -72,7 +73,7 @@ class Container:
         self.exit_code = 0
         self.started_at = self.loop.time()
         self.server: ControlServer | None = None
-        self._control_sock: socket.socket | None = None
+        self._control_sock: _socket.socket | None = None
         self.s6: S6Paths | None = None  # DESIGN §11's paths, when on
         self.outputs = Outputs(self.loop, self.reaper, config.log)
         self.supervisor.outputs = self.outputs
@@ -98,17 +99,17 @@ class Container:
             pass
         contenv.save(cfg.env_dir, os.environ)
         self.outputs.start()  # the catch-all takes fds 1 and 2 before any child starts
-        for signum in (signal.SIGTTIN, signal.SIGTTOU):
-            signal.signal(signum, signal.SIG_IGN)
+        for signum in (_signal.SIGTTIN, _signal.SIGTTOU):
+            _signal.signal(signum, _signal.SIG_IGN)
         for signum in TERMINATING:
             self.loop.add_signal_handler(signum, self._on_terminate)
         for signum in FORWARDED:
             self.loop.add_signal_handler(signum, self._on_forwarded)
-        self.loop.add_signal_handler(signal.SIGCHLD, self.reaper.on_sigchld, True)
+        self.loop.add_signal_handler(_signal.SIGCHLD, self.reaper.on_sigchld, True)
         # A parent may have started us with these blocked; we must still hear them (children
         # get the original mask back in spawn).
-        signal.pthread_sigmask(
-            signal.SIG_UNBLOCK, {*TERMINATING, *FORWARDED, signal.SIGCHLD}
+        _signal.pthread_sigmask(
+            _signal.SIG_UNBLOCK, {*TERMINATING, *FORWARDED, _signal.SIGCHLD}
         )
         self._open_control_socket()
         if cfg.s6_paths == 1 or (cfg.s6_paths is None and self.is_pid1):
@@ -132,9 +133,11 @@ class Container:
             # hand the socket to the server (its own reader accepts this very connection on
             # the next turn). A container nobody queries never pays for them.
             self.loop.remove_reader(sock.fileno())
+            from .listener import as_socket
             from .rpc import ControlServer
 
-            self.server = ControlServer(self.core(), sock)  # type: ignore[arg-type]
+            self._control_sock = None
+            self.server = ControlServer(self.core(), as_socket(sock))  # type: ignore[arg-type]
 
         self._control_sock = sock
         self.loop.add_reader(sock.fileno(), serve)
@@ -351,7 +354,7 @@ class Container:
     def _on_forwarded(self, signum: int) -> None:
         if self.cmd_pid is not None:
             self._signal_cmd(signum)
-        elif signum == signal.SIGHUP:
+        elif signum == _signal.SIGHUP:
             self.rescan("received SIGHUP")
 
     def rescan(self, origin: str) -> None:
@@ -403,10 +406,10 @@ class Container:
         if self.cmd_pid is not None and self.cmd_exit is not None:
             log.info("stopping the CMD")
             self._signal_cmd(self.shutdown_signal)
-            self._signal_cmd(signal.SIGCONT)
+            self._signal_cmd(_signal.SIGCONT)
             if await self.loop.with_timeout(first_of(self.cmd_exit, skip), grace) is TIMED_OUT:
                 log.warn("the CMD outlived S6_SERVICES_GRACETIME; sending SIGKILL")
-                self._signal_cmd(signal.SIGKILL)
+                self._signal_cmd(_signal.SIGKILL)
                 await first_of(self.cmd_exit, skip)
         if not skip.done and self.supervisor.services:
             log.info("stopping services")
@@ -459,11 +462,11 @@ class Container:
         if none_left.done:
             return
         log.info("sending SIGTERM to all remaining processes")
-        self._broadcast(signal.SIGTERM)
-        self._broadcast(signal.SIGCONT)
+        self._broadcast(_signal.SIGTERM)
+        self._broadcast(_signal.SIGCONT)
         if await self.loop.with_timeout(none_left, self.cfg.kill_gracetime / 1000) is TIMED_OUT:
             log.warn("processes outlived S6_KILL_GRACETIME; sending SIGKILL")
-            self._broadcast(signal.SIGKILL)
+            self._broadcast(_signal.SIGKILL)
             if await self.loop.with_timeout(none_left, FINAL_KILL_WAIT) is TIMED_OUT:
                 log.error("some processes could not be killed (uninterruptible sleep?)")
 

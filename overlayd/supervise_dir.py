@@ -37,9 +37,9 @@ PID 1 holds two fds per service (control and lock); event FIFOs are opened for o
 
 from __future__ import annotations
 
+import _signal
 import errno
 import os
-import signal
 import stat
 import time
 
@@ -59,22 +59,22 @@ _EVENT_PREFIX = "ftrig1:@"
 
 # s6-svc's letters that send a signal to the service's process (ignored while it is down).
 PROCESS_SIGNALS = {
-    ord("a"): signal.SIGALRM,
-    ord("b"): signal.SIGABRT,
-    ord("q"): signal.SIGQUIT,
-    ord("h"): signal.SIGHUP,
-    ord("k"): signal.SIGKILL,
-    ord("t"): signal.SIGTERM,
-    ord("i"): signal.SIGINT,
-    ord("1"): signal.SIGUSR1,
-    ord("2"): signal.SIGUSR2,
-    ord("p"): signal.SIGSTOP,
-    ord("c"): signal.SIGCONT,
-    ord("y"): signal.SIGWINCH,
-    ord("l"): signal.SIGHUP,  # s6 2.15's reload; the default reload-signal is SIGHUP
+    ord("a"): _signal.SIGALRM,
+    ord("b"): _signal.SIGABRT,
+    ord("q"): _signal.SIGQUIT,
+    ord("h"): _signal.SIGHUP,
+    ord("k"): _signal.SIGKILL,
+    ord("t"): _signal.SIGTERM,
+    ord("i"): _signal.SIGINT,
+    ord("1"): _signal.SIGUSR1,
+    ord("2"): _signal.SIGUSR2,
+    ord("p"): _signal.SIGSTOP,
+    ord("c"): _signal.SIGCONT,
+    ord("y"): _signal.SIGWINCH,
+    ord("l"): _signal.SIGHUP,  # s6 2.15's reload; the default reload-signal is SIGHUP
 }
 # ... and the ones that signal its whole process group.
-GROUP_SIGNALS = {ord("P"): signal.SIGSTOP, ord("C"): signal.SIGCONT, ord("K"): signal.SIGKILL}
+GROUP_SIGNALS = {ord("P"): _signal.SIGSTOP, ord("C"): _signal.SIGCONT, ord("K"): _signal.SIGKILL}
 
 
 def tai64n(epoch: float) -> bytes:

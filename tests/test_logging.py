@@ -360,6 +360,8 @@ class CountingWriter:
     def assert_stays_blocked_while_pid1_is_flat_and_answers(self, init_pid: int, client) -> None:
         """Over a second: no line more, PID 1's RSS within 1 MiB, status answering each time."""
         blocked_at = self.count()
+        with client() as control:  # the first client loads the RPC stack: a one-time cost
+            assert control.status(["svc"])[0]["state"] == "up"
         rss = [_rss_kb(init_pid)]
         for _ in range(5):
             with client() as control:
