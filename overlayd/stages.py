@@ -10,7 +10,7 @@ import _signal
 import os
 import time
 
-from . import contenv, fixattrs, log, rc_boot, rundir, scripts, spawn
+from . import contenv, log, rc_boot, rundir, scripts, spawn
 from .config import Config
 from .core import Core
 from .exitcode import read_exitcode_file
@@ -235,6 +235,8 @@ class Container:
         if not os.path.isdir(fix_dir):
             return None
         log.info("fix-attrs.d: applying ownership and permissions")
+        from . import fixattrs  # loaded only by an image that has fix-attrs.d
+
         try:
             fixed = fixattrs.run_fixattrs(fix_dir, self.cfg.fix_attrs_hidden, log.info)
         except Exception:
