@@ -35,7 +35,22 @@ def main() -> None:
     except OSError as exc:
         log.fatal(f"cannot boot: {exc.strerror}: {exc.filename or ''}".rstrip(": "))
         sys.exit(EXIT_CONFIG_ERROR)
-    sys.exit(code)
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown (freeing every module and object one by one:
+    ~3-5 ms of PID 1's CPU at each container stop, for memory the kernel frees anyway); what
+    that teardown would still have done is done here: log lines drained, std streams flushed."""
+    from . import log
+
+    log.drain_at_exit()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

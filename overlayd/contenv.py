@@ -66,6 +66,9 @@ def _make_private_dir(directory: str) -> int:
 def save(directory: str, environ: Mapping[str, str]) -> None:
     """Write `environ` into `directory`, replacing whatever an earlier run left there."""
     dir_fd = _make_private_dir(directory)
+    # Every file is created anew (stale ones are removed first) under umask 077: born 0600,
+    # with no fchmod per variable.
+    old_umask = os.umask(0o077)
     try:
         for stale in os.listdir(dir_fd):
             if not stat.S_ISDIR(os.stat(stale, dir_fd=dir_fd, follow_symlinks=False).st_mode):
@@ -73,18 +76,22 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
         for name, value in environ.items():
             if not _valid_name(name):
                 continue
-            fd = os.open(
-                name,
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                0o600,
-                dir_fd=dir_fd,
-            )
             try:
-                os.fchmod(fd, 0o600)
+                fd = os.open(
+                    name,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                    0o600,
+                    dir_fd=dir_fd,
+                )
+            except OSError as exc:  # a directory of that name was left there
+                log.warn(f"cannot save {name} in {directory}: {exc.strerror}")
+                continue
+            try:
                 os.write(fd, value.encode("utf-8", "surrogateescape"))
             finally:
                 os.close(fd)
     finally:
+        os.umask(old_umask)
         os.close(dir_fd)
     stale = _cache.pop(directory, None)
     if stale is not None:

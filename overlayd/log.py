@@ -160,7 +160,7 @@ def _write(text: str) -> None:
     _watch()
 
 
-def _flush_at_exit() -> None:
+def drain_at_exit() -> None:
     """Give the buffer ``EXIT_DEADLINE`` seconds to drain, then give up on it."""
     import time
 
@@ -185,7 +185,7 @@ def _forget_in_child() -> None:
     _watching = False
 
 
-atexit.register(_flush_at_exit)
+atexit.register(drain_at_exit)
 os.register_at_fork(after_in_child=_forget_in_child)
 
 

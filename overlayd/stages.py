@@ -223,6 +223,8 @@ class Container:
 
     async def _stage2_hook(self) -> bool:
         """S6_STAGE2_HOOK, before the trees are read; False when the boot must stop."""
+        if not self.cfg.stage2_hook:
+            return True  # (no environment to read for a hook that is not there)
         status = await rc_boot.run_hook(self.cfg, self.loop, self.reaper, self.child_env())
         if status is None or status.shell_code() == 0:
             return True
@@ -445,9 +447,12 @@ class Container:
 
     async def _cont_finish(self) -> None:
         maxtime = self.cfg.kill_finish_maxtime
+        paths = scripts.list_scripts(self.cfg.etc("cont-finish.d"))
+        if not paths:
+            return
         env = self.child_env()
         env["S6_STAGE2_EXITED"] = str(self.decide_exit_code())  # as v2's env-stage3 gave it
-        for path in scripts.list_scripts(self.cfg.etc("cont-finish.d")):
+        for path in paths:
             name = "cont-finish.d/" + os.path.basename(path)
             log.info(f"{name}: running")
             status = await scripts.run_script(
