@@ -73,6 +73,7 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
         for stale in os.listdir(dir_fd):
             if not stat.S_ISDIR(os.stat(stale, dir_fd=dir_fd, follow_symlinks=False).st_mode):
                 os.unlink(stale, dir_fd=dir_fd)
+        saved: dict[str, tuple[int, str]] = {}  # name → (stat key, value) as written
         for name, value in environ.items():
             if not _valid_name(name):
                 continue
@@ -87,7 +88,9 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
                 log.warn(f"cannot save {name} in {directory}: {exc.strerror}")
                 continue
             try:
-                os.write(fd, value.encode("utf-8", "surrogateescape"))
+                data = value.encode("utf-8", "surrogateescape")
+                if os.write(fd, data) == len(data):
+                    saved[name] = (_stat_key(os.fstat(fd)), value)
             finally:
                 os.close(fd)
     finally:
@@ -96,6 +99,39 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
     stale = _cache.pop(directory, None)
     if stale is not None:
         stale.close()
+    if len(saved) == len(environ):
+        _cache[directory] = _seeded(directory, saved)
+
+
+def _seeded(directory: str, saved: dict[str, tuple[int, str]]) -> _Store:
+    """The store as save() left it, watched with inotify from now on: until something in the
+    directory changes, a spawn's environment is this copy, at the cost of one read() of the
+    watch (instead of reading back every file it just wrote, again at each spawn of the boot:
+    they are all too recent to trust their stat, see `_Store`). A change makes the next look
+    scan as usual, with the stat keys of the files as written.
+
+    Only for a plain environment: a value `_read_value` would not give back as it is (a NUL,
+    a final newline, too large to pass on) leaves the store unseeded, to be scanned (and
+    warned about) at the first look, as before.
+    """
+    store = _Store()
+    plain = all(
+        "\0" not in value and not value.endswith("\n") and not name.startswith(".")
+        and not _too_large(name, value)
+        for name, (_, value) in saved.items()
+    )
+    if not plain:
+        return store
+    try:
+        store.watch = DirWatch(directory)
+    except OSError:
+        store.watch_failed = True  # the first look scans, as for any store
+        return store
+    store.files = dict(saved)
+    store.environ = {name: value for name, (_, value) in saved.items()}
+    store.looked = time.time_ns()
+    _check_total(directory, store.environ)
+    return store
 
 
 def _read_value(path: str) -> str | None:
@@ -171,8 +207,7 @@ class _Store:
                         info = entry.stat()  # follows a link, as open() does
                     except OSError:
                         continue
-                    # One int, not a tuple of four: 20,000 variables cost ~3 MB less.
-                    key = hash((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+                    key = _stat_key(info)
                     old = self.files.get(name)
                     if old is not None and old[0] == key and info.st_ctime_ns < racy_after:
                         files[name] = old
@@ -196,6 +231,12 @@ class _Store:
         self.looked = now
         self.links = links
         return self.environ
+
+
+def _stat_key(info: os.stat_result) -> int:
+    """What tells a rewritten file (one int, not a tuple of four: 20,000 variables cost ~3 MB
+    less)."""
+    return hash((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
 
 
 def _too_large(name: str, value: str) -> bool:

@@ -1,10 +1,11 @@
 """Has anything in a directory changed since the last look? inotify says, without a scan.
 
-Used for large environment stores (thousands of files), where even a stat of every file at
-each spawn would stall PID 1. One non-blocking inotify descriptor per watched directory; a look
+Used for the container environment store (contenv.py): PID 1 reads it at every spawn, and
+even a stat of every file each time adds up over a boot of many services (or stalls PID 1
+with thousands of variables). One non-blocking inotify descriptor per watched directory; a look
 is one read() that finds nothing when nothing changed. Anything unexpected (no inotify, the
 directory replaced, the event queue overflowed) answers "changed", and the caller scans.
-ctypes is imported only when a watch is made: small stores never pay for it.
+The C library is called through clib.py (`_ctypes`, not the 4 ms `ctypes`).
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ class DirWatch:
 
     def __init__(self, path: str) -> None:
         """Raises OSError when inotify is unavailable or the path cannot be watched."""
-        import ctypes
+        from . import clib
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        init, add_watch = clib.function("inotify_init1"), clib.function("inotify_add_watch")
+        if init is None or add_watch is None:
+            raise OSError(0, "this C library has no inotify")
+        fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        if libc.inotify_add_watch(fd, os.fsencode(path), _WATCHED) < 0:
-            err = ctypes.get_errno()
+            raise OSError(clib.errno(), "inotify_init1")
+        if add_watch(fd, os.fsencode(path), _WATCHED) < 0:
+            err = clib.errno()
             os.close(fd)
             raise OSError(err, "inotify_add_watch", path)
         self._fd = fd

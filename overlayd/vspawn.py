@@ -12,14 +12,16 @@ default set is built here as raw bits, every signal that was not originally igno
 `os.posix_spawn` also has no way to set the child's directory or hand it the terminal; the C
 library has both (`…_addchdir_np`, glibc ≥ 2.29 / musl; `…_addtcsetpgrp_np`, glibc ≥ 2.35).
 
-Only `_ctypes` is imported (the C module, ~0.3 ms), not `ctypes` (~4 ms): the few C types
-needed are declared here. When a function is missing, `spawner()` is None and spawn.py forks.
+The C library is called through clib.py (`_ctypes`, not `ctypes`). When a function is
+missing, `spawner()` is None and spawn.py forks.
 """
 
 from __future__ import annotations
 
 import _ctypes
 import os
+
+from .clib import Char, CharP, Function, Int, byref, function
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,38 +38,8 @@ STRUCT_BYTES = 1024
 SIGSET_BYTES = 128  # sigset_t: 1024 bits in glibc (musl's is the same size)
 
 
-class _Int(_ctypes._SimpleCData):
-    _type_ = "i"
-
-
-class _CharP(_ctypes._SimpleCData):
-    _type_ = "z"
-
-
-class _Char(_ctypes._SimpleCData):
-    _type_ = "c"
-
-
-class _Function(_ctypes.CFuncPtr):
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = _Int
-
-
-class _Libc:
-    """The process's own C library (`dlopen(NULL)`): the handle CFuncPtr looks symbols up in."""
-
-    def __init__(self) -> None:
-        self._handle = _ctypes.dlopen(None, os.RTLD_NOW)
-
-    def function(self, name: str) -> _Function | None:
-        try:
-            return _Function((name, self))
-        except AttributeError:
-            return None
-
-
-_Struct = _Char * STRUCT_BYTES
-_Sigset = _Char * SIGSET_BYTES
+_Struct = Char * STRUCT_BYTES
+_Sigset = Char * SIGSET_BYTES
 
 
 def sigset(signals: Iterable[int]) -> _ctypes.Array:
@@ -80,7 +52,7 @@ def sigset(signals: Iterable[int]) -> _ctypes.Array:
 
 def _strings(items: Iterable[str]) -> _ctypes.Array:
     encoded = [os.fsencode(item) for item in items]
-    return (_CharP * (len(encoded) + 1))(*encoded, None)
+    return (CharP * (len(encoded) + 1))(*encoded, None)
 
 
 class Spawner:
@@ -94,7 +66,7 @@ class Spawner:
         "posix_spawn_file_actions_addchdir_np",
     )
 
-    def __init__(self, functions: dict[str, _Function], tcsetpgrp: _Function | None) -> None:
+    def __init__(self, functions: dict[str, Function], tcsetpgrp: Function | None) -> None:
         self.f = functions
         self.tcsetpgrp = tcsetpgrp  # None before glibc 2.35 (and on musl)
 
@@ -136,9 +108,9 @@ class Spawner:
                 _check(f["posix_spawn_file_actions_adddup2"](actions, source, target))
             if cwd is not None:
                 _check(f["posix_spawn_file_actions_addchdir_np"](actions, os.fsencode(cwd)))
-            pid = _Int()
+            pid = Int()
             _check(f["posix_spawn"](
-                _ctypes.byref(pid), os.fsencode(program), actions, attr, _strings(argv),
+                byref(pid), os.fsencode(program), actions, attr, _strings(argv),
                 _strings(f"{key}={value}" for key, value in env.items()),
             ))
             return pid.value
@@ -160,11 +132,10 @@ def spawner() -> Spawner | None:
     """The C library's posix_spawn, or None when a function it needs is missing."""
     global _spawner
     if _spawner is False:
-        libc = _Libc()
-        functions = {name: libc.function(name) for name in Spawner.NAMES}
+        functions = {name: function(name) for name in Spawner.NAMES}
         present = {name: fn for name, fn in functions.items() if fn is not None}
         _spawner = (
-            Spawner(present, libc.function("posix_spawn_file_actions_addtcsetpgrp_np"))
+            Spawner(present, function("posix_spawn_file_actions_addtcsetpgrp_np"))
             if len(present) == len(functions) else None
         )
     return _spawner  # type: ignore[return-value]
