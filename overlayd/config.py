@@ -7,7 +7,6 @@ stderr and exit code 100 before anything is started.
 
 from __future__ import annotations
 
-import grp
 import os
 
 from .records import record
@@ -140,6 +139,8 @@ def _group(env: Mapping[str, str], name: str) -> int | None:
     if value.isascii() and value.isdigit():
         return int(value)
     try:
+        import grp  # only for a group given by name
+
         return grp.getgrnam(value).gr_gid
     except KeyError:
         raise ConfigError(name, value, "an existing group name or a numeric gid") from None

@@ -11,7 +11,7 @@ The C library is called through clib.py (`_ctypes`, not the 4 ms `ctypes`).
 from __future__ import annotations
 
 import os
-import struct
+import sys
 
 # <sys/inotify.h>
 _IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
@@ -24,7 +24,8 @@ _WATCHED = (
     | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR | _IN_DONT_FOLLOW
 )
 _GONE = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_Q_OVERFLOW | _IN_IGNORED
-_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
+# struct inotify_event: int wd; uint32 mask, cookie, len; then len bytes of name (native order)
+_EVENT_SIZE = 16
 
 
 class DirWatch:
@@ -74,12 +75,13 @@ class DirWatch:
                 return seen
             seen = True
             offset = 0
-            while offset + _EVENT.size <= len(data):
-                _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            while offset + _EVENT_SIZE <= len(data):
+                mask = int.from_bytes(data[offset + 4 : offset + 8], sys.byteorder)
+                length = int.from_bytes(data[offset + 12 : offset + 16], sys.byteorder)
                 if mask & _GONE:
                     self.close()
                     return True
-                offset += _EVENT.size + length
+                offset += _EVENT_SIZE + length
 
     def close(self) -> None:
         if self._fd >= 0:

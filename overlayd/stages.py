@@ -12,8 +12,6 @@ import time
 
 from . import contenv, log, rc_boot, rundir, scripts, spawn
 from .config import Config
-from .core import Core
-from .exitcode import read_exitcode_file
 from .loop import TIMED_OUT, Future, Loop, Task, first_of
 from .outputs import Outputs
 from .reaper import ExitStatus, Reaper
@@ -23,6 +21,7 @@ TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need no
 if TYPE_CHECKING:
     import _socket
 
+    from .core import Core
     from .rc_run import RcRunner
     from .rpc import ControlServer
     from .s6paths import S6Paths
@@ -151,7 +150,9 @@ class Container:
         return env
 
     def core(self) -> Core:
-        """The narrow facade the control side gets (core.py)."""
+        """The narrow facade the control side gets (core.py); loaded with the first client."""
+        from .core import Core
+
         cfg = self.cfg
         return Core(
             self.loop, self.supervisor, cfg.socket_path, cfg.socket_gid,
@@ -496,6 +497,8 @@ class Container:
         failure, else the CMD."""
         if self.requested_exit_code is not None:
             return self.requested_exit_code
+        from .exitcode import read_exitcode_file
+
         from_file = read_exitcode_file(self.cfg.exitcode_path)
         if from_file is not None:
             return from_file
