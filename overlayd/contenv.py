@@ -70,9 +70,10 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
     # with no fchmod per variable.
     old_umask = os.umask(0o077)
     try:
-        for stale in os.listdir(dir_fd):
-            if not stat.S_ISDIR(os.stat(stale, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-                os.unlink(stale, dir_fd=dir_fd)
+        with os.scandir(dir_fd) as entries:  # the entry types come with the listing
+            for stale in entries:
+                if not stale.is_dir(follow_symlinks=False):
+                    os.unlink(stale.name, dir_fd=dir_fd)
         saved: dict[str, tuple[int, str]] = {}  # name → (stat key, value) as written
         for name, value in environ.items():
             if not _valid_name(name):
