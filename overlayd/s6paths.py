@@ -71,6 +71,15 @@ def _same_place(a: str, b: str) -> bool:
 
 def _symlink(link: str, target: str) -> None:
     """Make `link` point at `target`, replacing a stale link (never a real file or directory)."""
+    try:
+        os.symlink(target, link)  # a fresh container: one call
+        return
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
+        os.symlink(target, link)
+        return
+    except FileExistsError:
+        pass  # already there (an earlier run), or reached through a link (/var/run → /run)
     if _same_place(link, target):
         return
     if os.path.islink(link):
