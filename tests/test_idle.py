@@ -43,7 +43,17 @@ def boot_idle(boot, tree: Tree) -> Booted:
         lambda: [cmdline(p) for p in booted.descendants()] == [b"sleep\x001000\x00"] * SERVICES,
         what=f"{SERVICES} services settled in `sleep 1000`",
     )
+    # And PID 1 has finished the turn that handled the last of it (on a loaded machine it can
+    # still be running, and be preempted, when the window opens): asleep, counters still.
+    wait_until(lambda: quiescent(booted.init_pid), what="PID 1 asleep after the boot")
     return booted
+
+
+def quiescent(pid: int, span: float = 0.3) -> bool:
+    """Is `pid` sleeping with no switch and no CPU tick over `span` seconds?"""
+    before = wakeups(pid)
+    time.sleep(span)
+    return wakeups(pid) == before and proc_status(pid)["State"].startswith("S")
 
 
 def cmdline(pid: int) -> bytes:
