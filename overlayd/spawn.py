@@ -182,6 +182,8 @@ def _vfork_spawn(
     program = find_executable(argv[0], env)
     if program is None or _has_nul(argv, env):
         return None
+    if cwd is not None and not program.startswith("/"):
+        return None  # found from here; the fork way looks it up from `cwd`, as exec would
     if _spawn_sets is None:
         _spawn_sets = sigset(_original_mask), sigset(_all_but_ignored())
     wanted = {0: stdin, 1: stdout, 2: stderr, **extra_fds}
@@ -202,8 +204,6 @@ def _vfork_spawn(
     finally:
         for copy in copies.values():
             os.close(copy)
-
-
 
 
 def _all_but_ignored() -> list[int]:
