@@ -14,6 +14,7 @@ import errno
 import os
 
 from . import log
+from .records import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,6 +101,12 @@ _ALL_SIGNALS = frozenset(map(int, _signal.valid_signals()))
 # signals of the returned mask into an enum, twice per spawn (a third of a spawn's cost in PID 1).
 _sigmask = _signal.pthread_sigmask
 
+# What spawn() was asked for, handed whole to the posix_spawn way and to the fork way.
+_Start = record(
+    "_Start",
+    "argv env cwd new_session new_group foreground_tty stdin stdout stderr extra_fds",
+)
+
 
 def spawn(
     argv: Sequence[str],
@@ -120,10 +127,11 @@ def spawn(
     found) or 126 (cannot execute), as shells and tini do. `extra_fds` maps child fd → parent
     fd (the notification-fd). Raises OSError when fork itself fails.
     """
-    pid = _vfork_spawn(
+    start = _Start(
         argv, env, cwd, new_session, new_group, foreground_tty, stdin, stdout, stderr,
         extra_fds or {},
     )
+    pid = _vfork_spawn(start)
     if pid is not None:
         return pid
     blocked = _sigmask(_signal.SIG_SETMASK, _ALL_SIGNALS)
@@ -135,10 +143,7 @@ def spawn(
     if pid == 0:
         code = EXIT_CANNOT_EXECUTE
         try:
-            code = _child(
-                argv, env, cwd, new_session, new_group, foreground_tty,
-                stdin, stdout, stderr, extra_fds or {},
-            )
+            code = _child(start)
         except BaseException as exc:  # never let the child fall back into overlayd's code
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log.error(f"cannot start {argv[0]!r}: {detail}")
@@ -153,18 +158,7 @@ def spawn(
     return pid
 
 
-def _vfork_spawn(
-    argv: Sequence[str],
-    env: Mapping[str, str],
-    cwd: str | None,
-    new_session: bool,
-    new_group: bool,
-    foreground_tty: int | None,
-    stdin: int | None,
-    stdout: int | None,
-    stderr: int | None,
-    extra_fds: Mapping[int, int],
-) -> int | None:
+def _vfork_spawn(start: _Start) -> int | None:
     """The same child as `_child` makes, started by posix_spawn (vspawn.py: no fork, so no
     copy-on-write of PID 1's pages); None when the fork path must do it instead.
 
@@ -175,6 +169,8 @@ def _vfork_spawn(
     """
     from .vspawn import sigset, spawner
 
+    (argv, env, cwd, new_session, new_group, foreground_tty, stdin, stdout, stderr,
+     extra_fds) = start
     global _spawn_sets
     posix_spawn = spawner()
     if posix_spawn is None or any(_handled(signum) for signum in _original_ignored):
@@ -222,19 +218,10 @@ def _has_nul(argv: Sequence[str], env: Mapping[str, str]) -> bool:
     )
 
 
-def _child(
-    argv: Sequence[str],
-    env: Mapping[str, str],
-    cwd: str | None,
-    new_session: bool,
-    new_group: bool,
-    foreground_tty: int | None,
-    stdin: int | None,
-    stdout: int | None,
-    stderr: int | None,
-    extra_fds: Mapping[int, int],
-) -> int:
+def _child(start: _Start) -> int:
     """Runs in the forked child; returns an exit code only when exec failed."""
+    (argv, env, cwd, new_session, new_group, foreground_tty, stdin, stdout, stderr,
+     extra_fds) = start
     if new_session:
         os.setsid()
     elif new_group:
