@@ -74,7 +74,6 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
             for stale in entries:
                 if not stale.is_dir(follow_symlinks=False):
                     os.unlink(stale.name, dir_fd=dir_fd)
-        saved: dict[str, tuple[int, str]] = {}  # name → (stat key, value) as written
         for name, value in environ.items():
             if not _valid_name(name):
                 continue
@@ -89,9 +88,7 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
                 log.warn(f"cannot save {name} in {directory}: {exc.strerror}")
                 continue
             try:
-                data = value.encode("utf-8", "surrogateescape")
-                if os.write(fd, data) == len(data):
-                    saved[name] = (_stat_key(os.fstat(fd)), value)
+                os.write(fd, value.encode("utf-8", "surrogateescape"))
             finally:
                 os.close(fd)
     finally:
@@ -100,39 +97,6 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
     stale = _cache.pop(directory, None)
     if stale is not None:
         stale.close()
-    if len(saved) == len(environ):
-        _cache[directory] = _seeded(directory, saved)
-
-
-def _seeded(directory: str, saved: dict[str, tuple[int, str]]) -> _Store:
-    """The store as save() left it, watched with inotify from now on: until something in the
-    directory changes, a spawn's environment is this copy, at the cost of one read() of the
-    watch (instead of reading back every file it just wrote, again at each spawn of the boot:
-    they are all too recent to trust their stat, see `_Store`). A change makes the next look
-    scan as usual, with the stat keys of the files as written.
-
-    Only for a plain environment: a value `_read_value` would not give back as it is (a NUL,
-    a final newline, too large to pass on) leaves the store unseeded, to be scanned (and
-    warned about) at the first look, as before.
-    """
-    store = _Store()
-    plain = all(
-        "\0" not in value and not value.endswith("\n") and not name.startswith(".")
-        and not _too_large(name, value)
-        for name, (_, value) in saved.items()
-    )
-    if not plain:
-        return store
-    try:
-        store.watch = DirWatch(directory)
-    except OSError:
-        store.watch_failed = True  # the first look scans, as for any store
-        return store
-    store.files = dict(saved)
-    store.environ = {name: value for name, (_, value) in saved.items()}
-    store.looked = time.time_ns()
-    _check_total(directory, store.environ)
-    return store
 
 
 def _read_value(path: str) -> str | None:
@@ -190,6 +154,7 @@ class _Store:
     def refresh(self, directory: str) -> dict[str, str]:
         now = time.time_ns()
         racy_after = self.looked - RACY_NS
+        racy_fine_after = self.looked - RACY_FINE_NS
         files: dict[str, tuple[int, str | None]] = {}
         changed = False
         links = False
@@ -208,9 +173,14 @@ class _Store:
                         info = entry.stat()  # follows a link, as open() does
                     except OSError:
                         continue
-                    key = _stat_key(info)
+                    # One int, not a tuple of four: 20,000 variables cost ~3 MB less.
+                    key = hash((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
                     old = self.files.get(name)
-                    if old is not None and old[0] == key and info.st_ctime_ns < racy_after:
+                    ctime = info.st_ctime_ns
+                    fine = ctime % 1_000_000_000 != 0  # sub-second timestamps on its filesystem
+                    if old is not None and old[0] == key and (
+                        ctime < (racy_fine_after if fine else racy_after)
+                    ):
                         files[name] = old
                         continue
                     value = _read_value(entry.path)
@@ -234,20 +204,19 @@ class _Store:
         return self.environ
 
 
-def _stat_key(info: os.stat_result) -> int:
-    """What tells a rewritten file (one int, not a tuple of four: 20,000 variables cost ~3 MB
-    less)."""
-    return hash((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
-
-
 def _too_large(name: str, value: str) -> bool:
     if 4 * len(value) + len(name) + 1 < MAX_VARIABLE:  # at most 4 bytes per character
         return False
     return len(value.encode("utf-8", "surrogateescape")) + len(name) + 1 >= MAX_VARIABLE
 
 
-#: A file changed less than this before the last look is read again at the next one.
+#: A file changed less than this before the last look is read again at the next one: a change
+#: within the same timestamp tick keeps its stat. For a filesystem with 1 s timestamps:
 RACY_NS = 1_000_000_000
+#: ... and with sub-second ones (tmpfs, overlayfs, ext4, xfs, btrfs), where a timestamp lags the
+#: clock by at most one kernel tick (10 ms at HZ=100): the files a boot just wrote are trusted
+#: after 50 ms, not re-read at every spawn of the boot's first second.
+RACY_FINE_NS = 50_000_000
 #: Longest NAME=VALUE the kernel passes to a program (MAX_ARG_STRLEN, 32 pages).
 MAX_VARIABLE = 32 * 4096
 #: Stores with at least this many files are watched with inotify (see load).
