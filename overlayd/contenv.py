@@ -17,11 +17,12 @@ import sys
 import time
 
 from . import log
-from .dirwatch import DirWatch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from .dirwatch import DirWatch
 
 DEFAULT_RUN_DIR = "/run/overlay"
 
@@ -262,6 +263,8 @@ def load(directory: str) -> dict[str, str]:
         and not store.watch_failed
     ):
         try:
+            from .dirwatch import DirWatch  # loaded for a store that large only
+
             store.watch = DirWatch(directory)  # before the scan: nothing in between is missed
         except OSError:
             store.watch_failed = True  # no inotify here: stat every file at each look
