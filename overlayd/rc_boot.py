@@ -12,7 +12,6 @@ import os
 
 from . import log, spawn
 from .depgraph import LONGRUN, ONESHOT, Graph, GraphError
-from .oneshot import Oneshot
 from .rc_run import RcRunner
 from .rc_source import (
     BUILTIN_ONESHOTS,
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .loop import Loop
+    from .oneshot import Oneshot
     from .rc_source import RcDef
     from .reaper import ExitStatus, Reaper
     from .scan import ServiceDef
@@ -107,6 +107,8 @@ def build_runner(
         if rc.builtin:
             continue
         if rc.kind == ONESHOT:
+            from .oneshot import Oneshot  # (with the execline lexer) for a tree that has one
+
             oneshots[name] = Oneshot(rc, name in at_boot, loop, reaper, child_env, changed)
             supervisor.adopt_unit(oneshots[name])
         elif rc.kind == LONGRUN:
