@@ -16,8 +16,8 @@ in a fake with a manual clock and fake processes.
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
 
 from . import spawn
 
@@ -98,7 +98,7 @@ def spawn_check(argv: list[str], env: dict[str, str], cwd: str) -> tuple[int, in
 def sweep_group(pgid: int) -> None:
     """SIGKILL what a finished check left in its group; never a lone pid (it may be reused)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, _signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -160,7 +160,7 @@ class CheckRun:
         self._stop_timer()
         self._close()
         if self.pid is not None:
-            self._host.signal_group(self.pid, signal.SIGKILL)  # the reaper still collects it
+            self._host.signal_group(self.pid, _signal.SIGKILL)  # the reaper still collects it
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -200,7 +200,7 @@ class CheckRun:
         self._timer = None
         self.timed_out = True
         if self.pid is not None:
-            self._host.signal_group(self.pid, signal.SIGKILL)  # its exit comes through the reaper
+            self._host.signal_group(self.pid, _signal.SIGKILL)  # its exit comes through the reaper
 
     def _exited(self, status: ExitStatus) -> None:
         if self.cancelled:

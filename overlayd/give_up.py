@@ -23,7 +23,6 @@ of a service directory, and `start-secs` says its unit in its name as `startsecs
 from __future__ import annotations
 
 import os
-import struct
 from _collections import deque
 
 from .check_specs import DEFAULT_MAX_DEATH_TALLY
@@ -59,7 +58,8 @@ class DeathTally:
         for at, code, signum in self.deaths:
             seconds = int(at)
             nanos = min(int((at - seconds) * 1e9), 999_999_999)
-            out += struct.pack(">QLBB", TAI_OFFSET + seconds, nanos, code, signum)
+            out += (TAI_OFFSET + seconds).to_bytes(8, "big") + nanos.to_bytes(4, "big")
+            out += bytes((code & 0xFF, signum & 0xFF))
         return bytes(out)
 
     def write_for_s6(self, directory: str) -> None:

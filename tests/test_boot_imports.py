@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness import PYTHON, can_unshare
 
-#: Expensive modules a plain boot (a services.d service, a CMD, s6 paths on) must not load.
+#: Expensive modules a boot (a health-checked service, a CMD, s6 paths on) must not load.
 FORBIDDEN = frozenset(
     {"enum", "signal", "socket", "selectors", "collections", "typing", "ctypes", "functools",
      "re", "subprocess", "threading", "struct", "msgpack", "protocol.framing", "overlayd.rpc"}
@@ -32,11 +32,12 @@ ENTRY = "from overlayd.__main__ import main; main()"
 
 
 def _boot_importtime(root: Path) -> list[tuple[int, str]]:
-    """(depth, module) of every import of a boot: one service, CMD `true`."""
-    run = root / "etc/services.d/svc/run"
-    run.parent.mkdir(parents=True)
-    run.write_text("#!/bin/sh\nexec sleep 100\n")
-    run.chmod(0o755)
+    """(depth, module) of every import of a boot: one health-checked service, CMD `true`."""
+    service = root / "etc/services.d/svc"
+    (service / "health").mkdir(parents=True)
+    for path, text in (("run", "exec sleep 100"), ("health/check", "exit 0")):
+        (service / path).write_text(f"#!/bin/sh\n{text}\n")
+        (service / path).chmod(0o755)
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "OVERLAY_ROOT": str(root),
            "S6_CMD_WAIT_FOR_SERVICES": "1"}
     done = subprocess.run(
