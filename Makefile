@@ -70,7 +70,8 @@ dist: venv
 # The archive booted as PID 1 in a busybox root and two Debian minbase roots (tests/test_dist.py).
 test-dist: dist
 	@$(call apt_ensure,$(TEST_DIST_TOOLS))
-	OVERLAYD_DIST=$(CURDIR)/$(DIST) $(BIN)/python -m pytest -q tests/test_dist.py
+	OVERLAYD_DIST=$(CURDIR)/$(DIST) $(BIN)/python -m pytest -q tests/test_dist.py \
+		tests/test_overlayctl_pip_recipe.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
