@@ -2,7 +2,8 @@
 
 There is no Docker engine here, so the Dockerfile under "With pip" in README.md is read and
 carried out the way `docker build` would: FROM is a Debian minbase root of the host's release
-(Debian 12 on this project's machines; tests/distroot.py builds and caches it); each RUN is
+(Debian 12 on this project's machines): test_dist's nginx root, minbase plus nginx-light and no
+Python, which tests/distroot.py builds once and caches, so this costs no second root; each RUN is
 `/bin/sh -c` in that root, as PID 1 of fresh PID and mount namespaces with `PATH` only; COPY
 puts this checkout at /opt/overlayd-src and one service at /etc/services.d. Then ENTRYPOINT
 ["/init"] boots with a CMD that drives the services through the links the recipe made, and
