@@ -67,10 +67,12 @@ dist: venv
 	@$(call apt_ensure,$(DIST_TOOLS))
 	$(BIN)/python -m tarball
 
-# The archive booted as PID 1 in a busybox root and two Debian minbase roots (tests/test_dist.py).
+# The archive booted as PID 1 in a busybox root and two Debian minbase roots (tests/test_dist.py),
+# and README's pip recipe run as written in one of those roots (test_overlayctl_pip_recipe.py).
 test-dist: dist
 	@$(call apt_ensure,$(TEST_DIST_TOOLS))
-	OVERLAYD_DIST=$(CURDIR)/$(DIST) $(BIN)/python -m pytest -q tests/test_dist.py
+	OVERLAYD_DIST=$(CURDIR)/$(DIST) $(BIN)/python -m pytest -q tests/test_dist.py \
+		tests/test_overlayctl_pip_recipe.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -242,10 +242,8 @@ def events(inv: Invocation, snapshot: bool = False) -> int:
                 for record in _records(params):
                     show(record)
             return render.EXIT_OK
-        client.watch()
-        for record in client.status():
+        for record in client.watch_status():  # one round trip, nothing lost between
             show(record)
-        client.discard_states()  # they happened before the snapshot, which shows them
         while True:
             show(client.next_state(None))
 

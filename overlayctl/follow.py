@@ -1,9 +1,11 @@
 """start/stop/restart/once, synchronously: ask, then follow the state changes until done.
 
-Order matters and makes it race-free: subscribe, read the records (the "before" of each
-service), drop the notifications that arrived meanwhile (the records already show them), send
-the request, then read each change as overlayd reports it. One line per service on stdout
-as each finishes; a timeout prints what each unfinished one reached, on stderr, and exits 1.
+Order matters and makes it race-free: subscribe and read the records (the "before" of each
+service) in one round trip, the notifications that came before the records dropped (the
+records show them); then send the request and read each change as overlayd reports it. Two
+round trips in all, the handshake included (client.py pipelines it with the first). One line
+per service on stdout as each finishes; a timeout prints what each unfinished one reached, on
+stderr, and exits 1.
 
 `stop --kill-after S` escalates from here, through the `signal` method with its `group` flag:
 SIGKILL to the process group of every service still not down after S seconds. Done by the
@@ -57,9 +59,7 @@ def follow(
     """Run `verb` on `names` and wait until each is done; return the exit code."""
     from overlayctl.commands import out
 
-    client.watch()
-    progress = {r["name"]: Progress(verb, r) for r in client.status(names=names)}
-    client.discard_states()
+    progress = {r["name"]: Progress(verb, r) for r in client.watch_status(names)}
     result = getattr(client, verb)(names)
     also = [n for n in result if n not in names] if isinstance(result, list) else []
     if also:  # dependencies (start) or dependents (stop) that go along first (DESIGN §10)

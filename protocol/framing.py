@@ -11,27 +11,14 @@ from __future__ import annotations
 import msgpack
 
 from .errors import BAD_REQUEST, INTERNAL, ProtocolError
+from .wire import MAX_CONTAINERS, MAX_DEPTH, MAX_FRAME, MAX_ITEMS, NOTIFICATION, REQUEST, RESPONSE
 
-#: Largest encoded message, in bytes, either side accepts or sends.
-MAX_FRAME = 1 << 20
-#: Largest array length or map size inside a message.
-MAX_ITEMS = 1 << 16
-#: Deepest nesting of arrays/maps; the message envelope itself is level 1.
-MAX_DEPTH = 32
-#: Most arrays and maps in one message. A frame of a million empty arrays would otherwise cost
-#: half a second and ~70 MB to decode; this caps that at a few ms while leaving room for a
-#: status reply about thousands of services.
-MAX_CONTAINERS = 1 << 16
 #: Bytes a decoder's buffer starts with (msgpack's default would be MAX_FRAME, 1 MiB each).
 INITIAL_BUFFER = 4 << 10
 #: Bytes given to the unpacker at a time while messages are small.
 FEED_CHUNK = 4 << 10
 #: A decoder whose buffer grew past this for one large message gets a fresh one afterwards.
 SHRINK_ABOVE = 64 << 10
-
-REQUEST = 0
-RESPONSE = 1
-NOTIFICATION = 2
 
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 

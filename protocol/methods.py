@@ -13,6 +13,8 @@ from collections import namedtuple
 from .errors import BAD_REQUEST, NO_SUCH_METHOD, ProtocolError, describe, type_name
 from .states import RECORD_KEYS as RECORD_KEYS
 from .states import STATES as STATES
+from .wire import PROTOCOL_VERSION as PROTOCOL_VERSION
+from .wire import STATE_NOTIFICATION as STATE_NOTIFICATION
 
 TYPE_CHECKING = False  # typing is not imported at run time: this is on a health check's path
 if TYPE_CHECKING:
@@ -20,14 +22,9 @@ if TYPE_CHECKING:
 
     from .messages import Request
 
-#: Bumped when a method is removed or changes meaning; additions keep the number.
-PROTOCOL_VERSION = 1
-
 #: Service states and record keys live in protocol/states.py; re-exported here.
 #: Values of ``wait``'s ``condition`` param.
 WAIT_CONDITIONS: tuple[str, ...] = ("up", "ready", "down")
-#: The notification method ``subscribe`` leads to: ``[2, "state", [record]]``.
-STATE_NOTIFICATION = "state"
 
 
 class _Required:

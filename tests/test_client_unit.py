@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from overlayctl.client import (
+    MAX_QUEUED_NOTIFICATIONS,
     Client,
     ClientError,
     ConnectError,
@@ -65,6 +66,8 @@ class FakeServer:
         self.handlers["wait"] = lambda conn, msgid, params: True
         self.handlers["shutdown"] = lambda conn, msgid, params: True
         self.calls: list[tuple[int, str, list[object]]] = []
+        #: The methods of each read that held requests: what the client sent in one write.
+        self.batches: list[list[str]] = []
         self.connections = 0
         self._stop = threading.Event()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -101,9 +104,12 @@ class FakeServer:
                     return
                 if not data:
                     return
+                batch: list[str] = []
+                self.batches.append(batch)
                 for obj in decoder.feed(data):
                     request = parse_message(obj)
                     self.calls.append((request.msgid, request.method, request.params))
+                    batch.append(request.method)
                     try:
                         params = validate_request(request)
                         result = self.handlers[request.method](conn, request.msgid, params)
@@ -502,3 +508,43 @@ def test_subscribe_blocks_without_the_call_timeout(server: FakeServer) -> None:
     server.handlers["subscribe"] = subscribe
     with Client(server.path, timeout=0.2) as overlay:
         assert next(overlay.subscribe()) == [RECORD]
+
+
+def test_watch_status_is_one_write_with_the_hello_and_keeps_only_the_later_changes(
+    server: FakeServer,
+) -> None:
+    def status(conn: socket.socket, msgid: int, params: list[object]) -> object:
+        # One write: a change the records already show, the records, a change after them.
+        conn.sendall(
+            pack_notification("state", [{**RECORD, "state": "starting"}])
+            + pack_response(msgid, None, [RECORD])
+            + pack_notification("state", [{**RECORD, "state": "down"}])
+        )
+        return NO_REPLY
+
+    server.handlers["status"] = status
+    with Client(server.path) as overlay:
+        assert overlay.watch_status(["web"]) == [RECORD]
+        assert overlay.next_state(5) == {**RECORD, "state": "down"}
+        assert overlay.next_state(0.05) is None
+        assert overlay.restart(["web"]) == ["web"]
+    assert server.batches == [["hello", "subscribe", "status"], ["restart"]]
+    assert server.calls[2][2] == [["web"], False]
+
+
+def test_unread_notifications_beyond_the_bound_drop_the_oldest(server: FakeServer) -> None:
+    count = MAX_QUEUED_NOTIFICATIONS + 5
+
+    def status(conn: socket.socket, msgid: int, params: list[object]) -> object:
+        # All of them arrive while the client waits for this answer, reading none.
+        conn.sendall(b"".join(pack_notification("state", [{"n": n}]) for n in range(count)))
+        return [RECORD]
+
+    server.handlers["status"] = status
+    with Client(server.path) as overlay:
+        overlay.watch()
+        assert overlay.status() == [RECORD]
+        seen = []
+        while (record := overlay.next_state(0.2)) is not None:
+            seen.append(record["n"])
+    assert seen == list(range(5, count))

@@ -85,11 +85,13 @@ class StubClient:
     def rescan(self) -> object:
         return self._answer("rescan")
 
-    def watch(self) -> None:
-        self.calls.append(("watch", (), {}))
-
-    def discard_states(self) -> None:
-        pass
+    def watch_status(self, names: object = ()) -> object:
+        """Subscribe and status in one: answers with the `status` answer."""
+        self.calls.append(("watch_status", (names,), {}))
+        answer = self.answers.get("status")
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     def next_state(self, timeout: float | None) -> object:
         states = self.answers.get("states") or []
@@ -991,7 +993,7 @@ def test_the_action_waits_on_notifications_after_subscribing(
 ) -> None:
     stub = StubClient(status=[_rec("up", 41)], states=[_rec("stopping", 41), _rec("up", 57)])
     assert commands.action(commands.Invocation(factory=Factory(stub)), "restart", ["web"]) == 0
-    assert [c[0] for c in stub.calls] == ["watch", "status", "restart"]
+    assert [c[0] for c in stub.calls] == ["watch_status", "restart"]
     assert capsys.readouterr() == ("web: restarted (pid 41 → 57)\n", "")
 
 

@@ -27,6 +27,7 @@ from protocol import (
     parse_message,
     validate_request,
 )
+from protocol.purepack import StreamDecoder
 
 
 def decode_all(data: bytes) -> list[object]:
@@ -127,17 +128,23 @@ def test_encoder_refuses_frames_over_the_cap() -> None:
     assert str(MAX_FRAME) in str(excinfo.value)
 
 
-# -- the streaming decoder -----------------------------------------------------------------
+# -- the streaming decoders: msgpack's (overlayd) and the pure-Python one (overlayctl) ------
 
 
-def test_decoder_one_byte_at_a_time() -> None:
+@pytest.fixture(params=[Decoder, StreamDecoder], ids=["msgpack", "purepack"])
+def new_decoder(request: pytest.FixtureRequest) -> type[Decoder]:
+    """Each bound and behaviour below holds for both decoders."""
+    return request.param
+
+
+def test_decoder_one_byte_at_a_time(new_decoder: type[Decoder]) -> None:
     frames = [
         pack_request(1, "hello", []),
         pack_notification("state", [{"name": "x" * 300, "pid": 2**40}]),
         pack_response(3, None, [1.5, None, b"bin" * 100]),
     ]
     stream = b"".join(frames)
-    decoder = Decoder()
+    decoder = new_decoder()
     got: list[object] = []
     for index in range(len(stream)):
         got.extend(decoder.feed(stream[index : index + 1]))
@@ -145,24 +152,26 @@ def test_decoder_one_byte_at_a_time() -> None:
     assert decoder.buffered == 0
 
 
-def test_decoder_many_messages_in_one_chunk_and_split_chunks() -> None:
+def test_decoder_many_messages_in_one_chunk_and_split_chunks(new_decoder: type[Decoder]) -> None:
     frames = [pack_request(i, "status", [[f"svc{i}"]]) for i in range(50)]
     stream = b"".join(frames)
-    decoder = Decoder()
+    decoder = new_decoder()
     first = decoder.feed(stream[:333])
     rest = decoder.feed(stream[333:])
     assert [m[1] for m in first + rest] == list(range(50))
 
 
-def test_decoder_accepts_many_small_messages_adding_up_to_more_than_the_cap() -> None:
+def test_decoder_accepts_many_small_messages_adding_up_to_more_than_the_cap(
+    new_decoder: type[Decoder],
+) -> None:
     frame = pack_request(1, "status", [["x" * 1000]])
     count = MAX_FRAME // len(frame) * 3
-    assert len(decode_all(frame * count)) == count
+    assert len(new_decoder().feed(frame * count)) == count
 
 
-def test_decoder_buffered_counts_a_partial_frame() -> None:
+def test_decoder_buffered_counts_a_partial_frame(new_decoder: type[Decoder]) -> None:
     frame = pack_request(1, "hello", [])
-    decoder = Decoder()
+    decoder = new_decoder()
     assert decoder.feed(frame[:-1]) == []
     assert decoder.buffered == len(frame) - 1
     assert len(decoder.feed(frame[-1:])) == 1
@@ -177,9 +186,9 @@ def framed_bin(total: int) -> bytes:
     return frame
 
 
-def test_frame_of_exactly_the_cap_is_accepted() -> None:
+def test_frame_of_exactly_the_cap_is_accepted(new_decoder: type[Decoder]) -> None:
     frame = framed_bin(MAX_FRAME)
-    decoder = Decoder()
+    decoder = new_decoder()
     got: list[object] = []
     for start in range(0, len(frame), 4096):
         got.extend(decoder.feed(frame[start : start + 4096]))
@@ -187,28 +196,30 @@ def test_frame_of_exactly_the_cap_is_accepted() -> None:
 
 
 @pytest.mark.parametrize("chunk", [1 << 12, 1 << 20, 1 << 21])
-def test_frame_over_the_cap_is_rejected(chunk: int) -> None:
+def test_frame_over_the_cap_is_rejected(chunk: int, new_decoder: type[Decoder]) -> None:
     frame = framed_bin(MAX_FRAME + 1)
-    decoder = Decoder()
+    decoder = new_decoder()
     with pytest.raises(ProtocolError) as excinfo:
         for start in range(0, len(frame), chunk):
             decoder.feed(frame[start : start + chunk])
     assert f"larger than {MAX_FRAME} bytes" in bad_request(excinfo)
 
 
-def test_oversized_frame_of_many_small_items_is_rejected() -> None:
+def test_oversized_frame_of_many_small_items_is_rejected(new_decoder: type[Decoder]) -> None:
     # Arrays of small items never trip msgpack's own buffer limit: the decoder must count.
     inner = msgpack.packb(["y" * 100] * 1000)
     frame = b"\x94\x00\x01\xa1m" + b"\xdd" + (2000).to_bytes(4, "big") + inner * 2000
-    decoder = Decoder()
+    decoder = new_decoder()
     with pytest.raises(ProtocolError):
         for start in range(0, len(frame), 65536):
             decoder.feed(frame[start : start + 65536])
     assert decoder.poisoned
 
 
-def test_huge_length_header_costs_at_most_one_frame_of_buffering() -> None:
-    decoder = Decoder()
+def test_huge_length_header_costs_at_most_one_frame_of_buffering(
+    new_decoder: type[Decoder],
+) -> None:
+    decoder = new_decoder()
     fed = 0
     with pytest.raises(ProtocolError) as excinfo:
         decoder.feed(b"\x94\x00\x01\xa1m\x91\xc6\xff\xff\xff\xff")  # bin32 of 4 GiB
@@ -237,40 +248,44 @@ def test_huge_length_header_costs_at_most_one_frame_of_buffering() -> None:
         (b"\x91" * 5000 + b"\xc0", "deeper than msgpack's own stack"),
     ],
 )
-def test_decoder_rejects_bad_streams_with_bad_request(data: bytes, why: str) -> None:
-    decoder = Decoder()
+def test_decoder_rejects_bad_streams_with_bad_request(
+    data: bytes, why: str, new_decoder: type[Decoder]
+) -> None:
+    decoder = new_decoder()
     with pytest.raises(ProtocolError) as excinfo:
         decoder.feed(data)
     bad_request(excinfo)
     assert decoder.poisoned, why
 
 
-def test_decoder_accepts_a_status_reply_about_thousands_of_services() -> None:
+def test_decoder_accepts_a_status_reply_about_thousands_of_services(
+    new_decoder: type[Decoder],
+) -> None:
     record = {"name": "svc", "state": "up", "last_exit": {"code": 0, "signal": None, "at": 1.0}}
     reply = pack_response(1, None, [dict(record, pid=i) for i in range(5000)])
-    [obj] = Decoder().feed(reply)
+    [obj] = new_decoder().feed(reply)
     assert len(obj[3]) == 5000
 
 
-def test_container_budget_is_per_message() -> None:
+def test_container_budget_is_per_message(new_decoder: type[Decoder]) -> None:
     frame = pack_response(1, None, [[]] * (MAX_CONTAINERS - 10))
-    assert len(Decoder().feed(frame * 3)) == 3
+    assert len(new_decoder().feed(frame * 3)) == 3
 
 
-def test_decoder_accepts_nesting_up_to_the_limit() -> None:
-    [obj] = Decoder().feed(b"\x91" * MAX_DEPTH + b"\xc0")
+def test_decoder_accepts_nesting_up_to_the_limit(new_decoder: type[Decoder]) -> None:
+    [obj] = new_decoder().feed(b"\x91" * MAX_DEPTH + b"\xc0")
     for _ in range(MAX_DEPTH):
         obj = obj[0]
     assert obj is None
 
 
-def test_decoder_rejects_non_bytes_input_with_protocol_error() -> None:
+def test_decoder_rejects_non_bytes_input_with_protocol_error(new_decoder: type[Decoder]) -> None:
     with pytest.raises(ProtocolError):
-        Decoder().feed("not bytes")  # type: ignore[arg-type]
+        new_decoder().feed("not bytes")  # type: ignore[arg-type]
 
 
-def test_decoder_is_poisoned_after_an_error() -> None:
-    decoder = Decoder()
+def test_decoder_is_poisoned_after_an_error(new_decoder: type[Decoder]) -> None:
+    decoder = new_decoder()
     with pytest.raises(ProtocolError):
         decoder.feed(b"\xc1")
     with pytest.raises(ProtocolError) as excinfo:
@@ -279,8 +294,10 @@ def test_decoder_is_poisoned_after_an_error() -> None:
     assert decoder.poisoned
 
 
-def test_valid_messages_before_garbage_in_the_same_chunk_are_dropped_with_it() -> None:
-    decoder = Decoder()
+def test_valid_messages_before_garbage_in_the_same_chunk_are_dropped_with_it(
+    new_decoder: type[Decoder],
+) -> None:
+    decoder = new_decoder()
     with pytest.raises(ProtocolError):
         decoder.feed(pack_request(1, "hello", []) + b"\xc1")
 
