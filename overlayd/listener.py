@@ -15,10 +15,6 @@ import stat
 
 from . import log
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import socket
-
 BACKLOG = 128
 
 
@@ -90,9 +86,3 @@ def open_listener(path: str, gid: int | None) -> _socket.socket:
         raise
     return sock
 
-
-def as_socket(raw: _socket.socket) -> socket.socket:
-    """The listening socket as a `socket.socket` (what rpc.py serves), once a client came."""
-    import socket
-
-    return socket.socket(fileno=raw.detach())

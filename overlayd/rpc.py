@@ -33,10 +33,10 @@ anyone else (a member of OVERLAY_SOCKET_GROUP) only the read-only methods.
 
 from __future__ import annotations
 
+import _socket
 import math
 import os
 import select
-import socket
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -61,7 +61,7 @@ from protocol import (
 from protocol.errors import BAD_REQUEST, describe
 
 from . import handlers, log
-from .listener import as_socket, open_listener
+from .listener import open_listener
 from .loop import Future, Timer
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
@@ -170,14 +170,14 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
 
 
-def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+def _peer_credentials(sock: _socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of the process that connected."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _PEERCRED.size)
     pid, uid, gid = _PEERCRED.unpack(raw)
     return pid, uid, gid
 
 
-def _hung_up(sock: socket.socket) -> bool:
+def _hung_up(sock: _socket.socket) -> bool:
     """Has the peer closed its end entirely (not just shut down writing)?
 
     A Unix stream socket reports POLLHUP only once both directions are shut, which a peer's
@@ -188,14 +188,14 @@ def _hung_up(sock: socket.socket) -> bool:
     return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
-def _refuse(sock: socket.socket, exc: ProtocolError) -> None:
+def _refuse(sock: _socket.socket, exc: ProtocolError) -> None:
     """Tell a connection we cannot serve why, best effort, and close it."""
     try:
         sock.recv(RECV_SIZE)  # drained: closing with unread data would reset the peer
     except OSError:
         pass
     try:
-        sock.send(error_frame(exc, None), socket.MSG_NOSIGNAL)
+        sock.send(error_frame(exc, None), _socket.MSG_NOSIGNAL)
     except OSError:
         pass
     sock.close()
@@ -204,7 +204,7 @@ def _refuse(sock: socket.socket, exc: ProtocolError) -> None:
 class ControlServer:
     """The control socket: accepts connections, authorises and dispatches their requests."""
 
-    def __init__(self, container: Container, sock: socket.socket | None = None) -> None:
+    def __init__(self, container: Container, sock: _socket.socket | None = None) -> None:
         """Serve on `sock` (from listener.open_listener), or open the configured path."""
         self.container = container
         self.loop = container.loop
@@ -224,7 +224,7 @@ class ControlServer:
         self._uid = os.geteuid()
         self._listener = self._on_state  # one bound method, so remove_listener finds it
         if sock is None:
-            sock = as_socket(open_listener(self.path, container.socket_gid))
+            sock = open_listener(self.path, container.socket_gid)
         self._sock = sock
         self._fd = self._sock.fileno()
         self._inode = os.stat(self.path).st_ino
@@ -238,7 +238,7 @@ class ControlServer:
     def _on_acceptable(self) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, _address = self._sock.accept()
+                fd, _address = self._sock._accept()  # accept4(SOCK_CLOEXEC)
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -249,7 +249,7 @@ class ControlServer:
                 log.warn(f"control socket: cannot accept: {exc.strerror}; pausing")
                 self._pause()
                 return
-            self._admit(sock)
+            self._admit(_socket.socket(fileno=fd))
 
     def _pause(self) -> None:
         if self._paused is not None:
@@ -262,7 +262,7 @@ class ControlServer:
         if self._sock.fileno() >= 0:
             self.loop.add_reader(self._fd, self._on_acceptable)
 
-    def _admit(self, sock: socket.socket) -> None:
+    def _admit(self, sock: _socket.socket) -> None:
         try:
             sock.setblocking(False)
             pid, uid, _gid = _peer_credentials(sock)
@@ -440,7 +440,7 @@ class Connection:
     )
 
     def __init__(
-        self, server: ControlServer, sock: socket.socket, pid: int, uid: int, read_only: bool
+        self, server: ControlServer, sock: _socket.socket, pid: int, uid: int, read_only: bool
     ) -> None:
         self.server = server
         self.container = server.container
@@ -723,7 +723,7 @@ class Connection:
                 self._out += frame
             return
         try:
-            sent = self.sock.send(frame, socket.MSG_NOSIGNAL)
+            sent = self.sock.send(frame, _socket.MSG_NOSIGNAL)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -747,7 +747,7 @@ class Connection:
 
     def _on_writable(self) -> None:
         try:
-            sent = self.sock.send(self._out, socket.MSG_NOSIGNAL)
+            sent = self.sock.send(self._out, _socket.MSG_NOSIGNAL)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

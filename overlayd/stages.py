@@ -132,11 +132,10 @@ class Container:
             # hand the socket to the server (its own reader accepts this very connection on
             # the next turn). A container nobody queries never pays for them.
             self.loop.remove_reader(sock.fileno())
-            from .listener import as_socket
             from .rpc import ControlServer
 
             self._control_sock = None
-            self.server = ControlServer(self.core(), as_socket(sock))  # type: ignore[arg-type]
+            self.server = ControlServer(self.core(), sock)
 
         self._control_sock = sock
         self.loop.add_reader(sock.fileno(), serve)
