@@ -549,6 +549,7 @@ def test_wait_down_returns_when_the_service_stops(
     assert waiter.blocked(booted), "wait --down returned while web was up"
     ok(booted, "stop", "web")
     assert waiter.finish() == (0, "")
+    booted.wait_for(r"^web-got-TERM$")  # the line may still be on its way to the reader
     assert booted.count(r"^web-got-TERM$") == 1
     assert state_of(booted, "web") == "down"
 
