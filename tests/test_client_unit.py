@@ -385,6 +385,24 @@ def test_garbage_from_the_server_is_a_client_error(client: Client, server: FakeS
     assert client.status() == [RECORD], "a new connection replaces the broken one"
 
 
+def test_client_with_msgpacks_decoder_answers_and_refuses_garbage_alike(
+    server: FakeServer,
+) -> None:
+    """A long-lived caller may decode with msgpack's C decoder: same results, same errors."""
+    from protocol.framing import Decoder
+
+    def garbage(conn: socket.socket, msgid: int, params: list[object]) -> object:
+        conn.sendall(b"\xc1")
+        return NO_REPLY
+
+    with Client(server.path, timeout=5, decoder=Decoder) as overlay:
+        assert overlay.status(["web"]) == [RECORD]
+        server.handlers["check"] = garbage
+        with pytest.raises(ClientError, match="bad reply"):
+            overlay.check()
+        assert overlay.status() == [RECORD]
+
+
 # -- the handshake -------------------------------------------------------------------------
 
 
