@@ -112,6 +112,26 @@ def test_independent_oneshots_run_at_the_same_time(boot, tree: Tree) -> None:
     wait_until(lambda: "a done" in v3.events(), what="a to finish")
 
 
+def test_a_oneshots_container_environment_reaches_each_oneshot_started_after_it(
+    boot, tree: Tree
+) -> None:
+    """`a` writes a variable; `b` and `c` (started together once `a` is up) and `d` (after
+    them) all see it; `b` and `c` write theirs, which only `d` sees."""
+    v3 = V3(tree)
+    store = tree.run_dir / "container_environment"
+    v3.oneshot("a", f"printf a > {store}/FROM_A")
+    for name in ("b", "c"):
+        v3.oneshot(name, f'echo "{name} saw A=$FROM_A B=$FROM_B" >> {v3.log}; '
+                         f"printf {name} > {store}/FROM_{name.upper()}", deps=("a",))
+    v3.oneshot("d", f'echo "d saw A=$FROM_A B=$FROM_B C=$FROM_C" >> {v3.log}', deps=("b", "c"))
+    v3.user("a", "b", "c", "d")
+    boot()
+    wait_until(lambda: any(e.startswith("d saw") for e in v3.events()), what="d to run")
+    events = v3.events()
+    assert "b saw A=a B=" in events and "c saw A=a B=" in events, events
+    assert "d saw A=a B=b C=c" in events, events
+
+
 def test_bundles_in_user_and_user2_around_legacy_services(boot, tree: Tree) -> None:
     v3 = V3(tree)
     v3.oneshot("prepare")
