@@ -238,6 +238,9 @@ def test_services_d_beside_s6_rc_d_with_dependencies_both_ways(boot, tree: Tree)
                        tree.service("web", "exec sleep 1")),
      r"web is defined twice"),
     (lambda v3, tree: (v3.rc / "x").mkdir(), r"s6-rc.d/x/type is missing"),
+    # A FIFO planted as a definition file must not hang PID 1 waiting for a writer.
+    (lambda v3, tree: ((v3.rc / "x").mkdir(), os.mkfifo(v3.rc / "x" / "type")),
+     r"s6-rc.d/x/type holds '', not oneshot"),
 ])
 def test_bad_tree_is_one_error_and_exit_100_with_nothing_run(boot, tree: Tree, setup,
                                                                message: str) -> None:
