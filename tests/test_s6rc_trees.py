@@ -364,7 +364,8 @@ def test_start_brings_dependencies_up_first_and_stop_names_dependents(boot,
     assert status(booted, "prep")["prep"]["state"] == "up"  # not in the bundle
 
 
-def test_status_json_has_type_for_every_service(boot, tree: Tree) -> None:
+def test_status_shows_the_type_of_every_service_in_json_and_in_the_table(boot,
+                                                                         tree: Tree) -> None:
     v3 = V3(tree)
     v3.oneshot("init-x")
     v3.user("init-x")
@@ -375,6 +376,10 @@ def test_status_json_has_type_for_every_service(boot, tree: Tree) -> None:
     listed = json.loads(booted.ctl("status", "--json").stdout)
     types = {r["name"]: r["type"] for r in listed}
     assert types["init-x"] == "oneshot" and types["classic"] == "longrun"
+    table = booted.ctl("status").stdout.splitlines()
+    assert table[0].split()[-1] == "type", table
+    rows = {line.split()[0]: line.split() for line in table[2:]}
+    assert rows["init-x"][-1] == "oneshot" and rows["classic"][-1] == "longrun", table
 
 
 def test_stage2_hook_runs_first_and_can_enable_a_service(boot, tree: Tree) -> None:
