@@ -40,6 +40,11 @@ from bench.common import (
 LAYERS = [1, 4, 1, 4, 1, 2, 1]  # 14 oneshots
 LONGRUNS = 5
 SLEEP_MS = 50
+# The instant boots last ~60 ms and differ by a few ms, of the order of a 15-round median's
+# noise on a shared machine: they get more rounds (they are cheap); the sleeping ones, ~0.5
+# and ~0.8 s, differ by 40 %.
+INSTANT_ROUNDS = 31
+SLEEP_ROUNDS = 15
 RUN_TMPFS = "/dev/shm" if os.path.isdir("/dev/shm") else None  # None: the scratch dir's fs
 
 
@@ -113,8 +118,9 @@ def run() -> list[Row]:
     follows the teardown of the one before: neither layout always gets the same neighbour);
     medians per (variant, layout), and in how many rounds the DAG boot was the faster."""
     samples = {key: Samples() for key in ("dag-0", "seq-0", f"dag-{SLEEP_MS}", f"seq-{SLEEP_MS}")}
-    for round_no in range(reps(15, 3)):
-        for sleep_ms in (0, SLEEP_MS):
+    rounds = {0: reps(INSTANT_ROUNDS, 3), SLEEP_MS: reps(SLEEP_ROUNDS, 3)}
+    for round_no in range(max(rounds.values())):
+        for sleep_ms in (ms for ms, count in rounds.items() if round_no < count):
             for layout in ("dag", "seq") if round_no % 2 == 0 else ("seq", "dag"):
                 samples[f"{layout}-{sleep_ms}"].measure(
                     "overlayd", lambda lay=layout, ms=sleep_ms: once(lay, ms)
