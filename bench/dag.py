@@ -7,10 +7,21 @@ The clock starts before unshare is spawned; "first longrun up" is the first such
 up" the fifth. Every oneshot's `up` names a shell script, as every cont-init.d entry is one.
 Two variants: scripts that exit at once (the graph's own cost) and scripts that each sleep
 50 ms (where running independent ones together pays).
+
+Like with like: the two layouts differ in the files the bench writes just before each boot
+(the DAG's ~90 new files and directories against the sequential layout's ~20), and on the
+disk's ext4 that alone slowed overlayd's own first writes, the container environment in
+OVERLAY_RUN_DIR: 18 against 5 ms unsynced on a busy disk, still 4.8 against 3.6 ms after a
+sync (medians of 10, the same 40 variables); on a tmpfs 0.64 against 0.63 ms. So the tree is
+synced before the clock starts (an image's tree is not freshly written when it boots), and
+the run dir of both layouts is on a tmpfs (/dev/shm) where there is one, as /run is when
+s6-overlay has to mount it.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from bench.common import (
@@ -29,6 +40,12 @@ from bench.common import (
 LAYERS = [1, 4, 1, 4, 1, 2, 1]  # 14 oneshots
 LONGRUNS = 5
 SLEEP_MS = 50
+# The instant boots last ~60 ms and differ by a few ms, of the order of a 15-round median's
+# noise on a shared machine: they get more rounds (they are cheap); the sleeping ones, ~0.5
+# and ~0.8 s, differ by 40 %.
+INSTANT_ROUNDS = 31
+SLEEP_ROUNDS = 15
+RUN_TMPFS = "/dev/shm" if os.path.isdir("/dev/shm") else None  # None: the scratch dir's fs
 
 
 def _touch(path: Path, text: str = "") -> None:
@@ -77,12 +94,14 @@ def sequential_tree(base: Path, fifo: Path, sleep_ms: int) -> None:
 
 def once(layout: str, sleep_ms: int) -> dict[str, float]:
     """One boot: ms to the first and to the last longrun's line."""
-    with scratch() as base:
+    with scratch() as base, tempfile.TemporaryDirectory(prefix="bench-run-", dir=RUN_TMPFS) as tmp:
         fifo = Fifo(base / "events")
         (dag_tree if layout == "dag" else sequential_tree)(base, fifo.path, sleep_ms)
-        env = {"OVERLAY_ROOT": str(base), "OVERLAY_RUN_DIR": str(base / "run"),
-               "OVERLAY_SOCKET": str(base / "run" / "control.sock"), "S6_VERBOSITY": "1"}
+        run = Path(tmp) / "run"
+        env = {"OVERLAY_ROOT": str(base), "OVERLAY_RUN_DIR": str(run),
+               "OVERLAY_SOCKET": str(run / "control.sock"), "S6_VERBOSITY": "1"}
         ns = Namespace([str(OVERLAYD)], env, log=base / "init.log")
+        os.sync()  # the tree just written is not flushed on the clock (see above)
         try:
             t0 = ns.start()
             lines = fifo.take(LONGRUNS, 60)
@@ -95,11 +114,14 @@ def once(layout: str, sleep_ms: int) -> dict[str, float]:
 
 
 def run() -> list[Row]:
-    """Interleaved rounds of the four boots; medians per (variant, layout)."""
+    """Interleaved rounds of the four boots, the two layouts in turn going first (a boot
+    follows the teardown of the one before: neither layout always gets the same neighbour);
+    medians per (variant, layout), and in how many rounds the DAG boot was the faster."""
     samples = {key: Samples() for key in ("dag-0", "seq-0", f"dag-{SLEEP_MS}", f"seq-{SLEEP_MS}")}
-    for _ in range(reps(15, 3)):
-        for sleep_ms in (0, SLEEP_MS):
-            for layout in ("dag", "seq"):
+    rounds = {0: reps(INSTANT_ROUNDS, 3), SLEEP_MS: reps(SLEEP_ROUNDS, 3)}
+    for round_no in range(max(rounds.values())):
+        for sleep_ms in (ms for ms, count in rounds.items() if round_no < count):
+            for layout in ("dag", "seq") if round_no % 2 == 0 else ("seq", "dag"):
                 samples[f"{layout}-{sleep_ms}"].measure(
                     "overlayd", lambda lay=layout, ms=sleep_ms: once(lay, ms)
                 )
@@ -116,6 +138,12 @@ def run() -> list[Row]:
             mine, theirs = dag.values.get("overlayd"), seq.values.get("overlayd")
             if mine is not None and theirs:
                 dag.notes.append(f"DAG / sequential = {mine / theirs:.2f}")
+                # Both lists are in round order; a layout that failed stops short (zip stops).
+                pairs = list(zip(samples[f"dag-{sleep_ms}"].values(metric, "overlayd"),
+                                 samples[f"seq-{sleep_ms}"].values(metric, "overlayd"),
+                                 strict=False))
+                wins = sum(d < s for d, s in pairs)
+                dag.notes.append(f"the DAG boot was the faster in {wins} of {len(pairs)} rounds")
             rows += [dag, seq]
     return rows
 

@@ -203,11 +203,15 @@ def reason_of(record: Mapping[str, Any]) -> str:
 def status_table(
     records: Iterable[Mapping[str, Any]], now: float | None = None, details: bool = False
 ) -> str:
-    """The `overlayctl status` table; a last `reason` column when a service is in trouble."""
+    """The `overlayctl status` table; a `type` column when an s6-rc oneshot is listed, and a
+    last `reason` column when a service is in trouble."""
     when = time.time() if now is None else now
     headers = STATUS_HEADERS + DETAIL_HEADERS if details else STATUS_HEADERS
     records = list(records)
     rows = [status_row(r, when, details) for r in records]
+    if any(r.get("type") == "oneshot" for r in records):
+        headers = (*headers, "type")
+        rows = [[*row, _or_dash(r.get("type"))] for row, r in zip(rows, records, strict=True)]
     reasons = [reason_of(r) for r in records]
     if any(reasons):
         headers = (*headers, "reason")

@@ -12,7 +12,7 @@ import os
 
 from . import log, spawn
 from .depgraph import LONGRUN, ONESHOT, Graph, GraphError
-from .rc_run import RcRunner
+from .rc_run import RcRunner, SharedEnv
 from .rc_source import (
     BUILTIN_ONESHOTS,
     TOP,
@@ -99,6 +99,8 @@ def build_runner(
         if rc.kind == LONGRUN and rc.consumer_for:
             pipes[name] = os.pipe2(os.O_CLOEXEC)  # held for the container's life (s6-fdholder)
 
+    shared_env = SharedEnv(child_env)
+
     def changed(unit: Oneshot) -> None:
         supervisor.changed(unit)  # type: ignore[arg-type]
 
@@ -109,7 +111,7 @@ def build_runner(
         if rc.kind == ONESHOT:
             from .oneshot import Oneshot  # (with the execline lexer) for a tree that has one
 
-            oneshots[name] = Oneshot(rc, name in at_boot, loop, reaper, child_env, changed)
+            oneshots[name] = Oneshot(rc, name in at_boot, loop, reaper, shared_env, changed)
             supervisor.adopt_unit(oneshots[name])
         elif rc.kind == LONGRUN:
             definition = rc.service._replace(normally_up=name in at_boot)
@@ -120,4 +122,5 @@ def build_runner(
     if missing:
         raise ValueError(f"no built-in step for {sorted(missing)}")
     return RcRunner(loop, supervisor, graph, defs, oneshots, builtins,
-                    {d.name for d in legacy}, cfg.cmd_wait_for_services, create_legacy)
+                    {d.name for d in legacy}, cfg.cmd_wait_for_services, create_legacy,
+                    shared_env)

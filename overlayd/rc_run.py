@@ -31,6 +31,37 @@ if TYPE_CHECKING:
 
     Report = Callable[[str, "str | None"], None]
 
+class SharedEnv:
+    """The oneshots' child environment, read once for all the starts of one turn.
+
+    Reading it (contenv: a file per variable) costs about as much as the fork itself; the
+    oneshots a plan makes runnable together start in one turn, before any of them can have
+    run, so one reading serves them all (each gets its own copy). Outside `hold()`/`release()`
+    every call reads afresh."""
+
+    __slots__ = ("_depth", "_env", "read")
+
+    def __init__(self, read: Callable[[], dict[str, str]]) -> None:
+        self.read = read
+        self._depth = 0
+        self._env: dict[str, str] | None = None
+
+    def __call__(self) -> dict[str, str]:
+        if not self._depth:
+            return self.read()
+        if self._env is None:
+            self._env = self.read()
+        return dict(self._env)
+
+    def hold(self) -> None:
+        self._depth += 1
+
+    def release(self) -> None:
+        self._depth -= 1
+        if not self._depth:
+            self._env = None
+
+
 class RcRunner:
     """Brings sets of services up and down in dependency order (see the module docstring)."""
 
@@ -45,6 +76,7 @@ class RcRunner:
         legacy_names: set[str],
         legacy_wait_ready: bool,
         create_legacy: Callable[[], None] = lambda: None,
+        shared_env: SharedEnv | None = None,
     ) -> None:
         self.loop = loop
         self.supervisor = supervisor
@@ -56,6 +88,7 @@ class RcRunner:
         self.legacy_names = legacy_names
         self.legacy_wait_ready = legacy_wait_ready
         self.create_legacy = create_legacy  # services.d's Services, made when first due
+        self.shared_env = shared_env  # the oneshots' environment, one reading per turn
         self._watches: dict[str, list[Callable[[Service], None]]] = {}
         self._starting: dict[str, list[Report]] = {}  # name → the plans waiting on its start
         supervisor.add_listener(self._service_changed)
@@ -150,8 +183,15 @@ class RcRunner:
             if deadline is not None and deadline.done:
                 return  # what was started goes on; nothing more is started
             wake = Future()
-            for name in plan.runnable():
-                launch(name, report)
+            shared = self.shared_env
+            if shared is not None:
+                shared.hold()
+            try:
+                for name in plan.runnable():
+                    launch(name, report)
+            finally:
+                if shared is not None:
+                    shared.release()
             if plan.finished or wake.done:
                 continue
             await (wake if deadline is None else first_of(wake, deadline))

@@ -63,15 +63,32 @@ class RcSourceError(ValueError):
 
 
 def _read_small(path: str, limit: int = MAX_SMALL_FILE) -> str | None:
+    """At most `limit` bytes of a file, or None when there is none. One read, no buffered
+    text layer (a tree holds dozens of these tiny files); O_NONBLOCK: a FIFO planted in
+    the tree reads as empty instead of stopping PID 1."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            return handle.read(limit)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise RcSourceError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = os.read(fd, limit)
     except IsADirectoryError:
         raise RcSourceError(f"{path} is a directory, not a file") from None
     except OSError as exc:
         raise RcSourceError(f"{path}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _listing(directory: str) -> frozenset[str]:
+    """The names in one definition directory: the files it lacks are then not even tried."""
+    try:
+        return frozenset(os.listdir(directory))
+    except OSError as exc:
+        raise RcSourceError(f"{directory}: cannot read: {exc.strerror}") from None
 
 
 def check_name(name: str, where: str) -> str:
@@ -83,13 +100,15 @@ def check_name(name: str, where: str) -> str:
     return name
 
 
-def read_names(directory: str, base: str) -> dict[str, str]:
+def read_names(directory: str, base: str,
+               present: frozenset[str] | None = None) -> dict[str, str]:
     """The names in `base.d/` (one empty file each) and in the old `base` list file (one per
-    line, blank lines and `#` comments skipped): name → the file that names it."""
+    line, blank lines and `#` comments skipped): name → the file that names it. `present`:
+    the directory's listing, when the caller has it."""
     found: dict[str, str] = {}
     listing = os.path.join(directory, base + ".d")
     try:
-        entries = sorted(os.listdir(listing))
+        entries = sorted(os.listdir(listing)) if present is None or base + ".d" in present else []
     except FileNotFoundError:
         entries = []
     except NotADirectoryError:
@@ -100,6 +119,8 @@ def read_names(directory: str, base: str) -> dict[str, str]:
         if not entry.startswith("."):
             where = os.path.join(listing, entry)
             found[check_name(entry, where)] = where
+    if present is not None and base not in present:
+        return found
     old = os.path.join(directory, base)
     text = _read_small(old, MAX_LIST_FILE)
     if text is not None:
@@ -110,7 +131,9 @@ def read_names(directory: str, base: str) -> dict[str, str]:
     return found
 
 
-def _read_ms(directory: str, filename: str) -> int:
+def _read_ms(directory: str, filename: str, present: frozenset[str]) -> int:
+    if filename not in present:
+        return 0
     path = os.path.join(directory, filename)
     text = _read_small(path)
     if text is None or not text.strip():
@@ -121,7 +144,9 @@ def _read_ms(directory: str, filename: str) -> int:
     return int(value)
 
 
-def _read_one_name(directory: str, filename: str) -> str | None:
+def _read_one_name(directory: str, filename: str, present: frozenset[str]) -> str | None:
+    if filename not in present:
+        return None
     path = os.path.join(directory, filename)
     text = _read_small(path)
     if text is None:
@@ -132,11 +157,12 @@ def _read_one_name(directory: str, filename: str) -> str | None:
     return check_name(lines[0], path)
 
 
-def _oneshot_script(directory: str, filename: str, required: bool) -> tuple | None:
+def _oneshot_script(directory: str, filename: str, required: bool,
+                    present: frozenset[str]) -> tuple | None:
     from .execline_lex import ExeclineSyntaxError, lex_file
 
     path = os.path.join(directory, filename)
-    if not os.path.lexists(path):
+    if filename not in present:
         if required:
             raise RcSourceError(f"{path} is missing (a oneshot needs an up file)")
         return None
@@ -147,20 +173,21 @@ def _oneshot_script(directory: str, filename: str, required: bool) -> tuple | No
     return (path, tuple(words), has_block)
 
 
-def _longrun_service(name: str, directory: str, notes: list[str]):  # -> scan.ServiceDef
+def _longrun_service(name: str, directory: str, notes: list[str],
+                     present: frozenset[str]):  # -> scan.ServiceDef
     from .scan import read_service
 
     service = read_service(name, directory, is_logger=True)  # s6-rc ignores log/
     if service.problem:
         raise RcSourceError(service.problem)
     tally_path = os.path.join(directory, "max-death-tally")
-    tally = _read_small(tally_path)
+    tally = _read_small(tally_path) if "max-death-tally" in present else None
     if tally is not None and tally.strip():
         value = tally.strip()
         if not (value.isascii() and value.isdigit()) or int(value) > MAX_DEATH_TALLY:
             raise RcSourceError(f"{tally_path} holds {value!r}, not a number from 0 to 4096")
     for ignored, why in (("down", "s6-rc has no down files"), ("log", "use producer-for")):
-        if os.path.lexists(os.path.join(directory, ignored)):
+        if ignored in present:
             notes.append(f"{directory}/{ignored} is ignored, as s6-rc ignores it ({why})")
     return service._replace(normally_up=True)
 
@@ -170,8 +197,9 @@ def read_definition(name: str, directory: str, notes: list[str], *,
     """One source definition directory. `default_type` applies when there is no `type` file
     (the user bundles s6-overlay would supply)."""
     check_name(name, directory)
+    present = _listing(directory)
     type_path = os.path.join(directory, "type")
-    text = _read_small(type_path)
+    text = _read_small(type_path) if "type" in present else None
     kind = text.strip() if text is not None else default_type
     if kind is None:
         raise RcSourceError(f"{type_path} is missing (oneshot, longrun or bundle)")
@@ -179,20 +207,21 @@ def read_definition(name: str, directory: str, notes: list[str], *,
         raise RcSourceError(f"{type_path} holds {kind!r}, not oneshot, longrun or bundle")
     empty: dict[str, str] = {}
     if kind == BUNDLE:
-        return RcDef(name, kind, directory, empty, read_names(directory, "contents"), 0, 0,
+        return RcDef(name, kind, directory, empty, read_names(directory, "contents", present), 0, 0,
                      None, None, None, None, (), None, False)
-    dependencies = read_names(directory, "dependencies")
-    timeout_up = _read_ms(directory, "timeout-up")
-    timeout_down = _read_ms(directory, "timeout-down")
+    dependencies = read_names(directory, "dependencies", present)
+    timeout_up = _read_ms(directory, "timeout-up", present)
+    timeout_down = _read_ms(directory, "timeout-down", present)
     if kind == ONESHOT:
         return RcDef(name, kind, directory, dependencies, empty, timeout_up, timeout_down,
-                     _oneshot_script(directory, "up", True),
-                     _oneshot_script(directory, "down", False), None, None, (), None, False)
-    service = _longrun_service(name, directory, notes)
-    consumer_for = read_names(directory, "consumer-for")
+                     _oneshot_script(directory, "up", True, present),
+                     _oneshot_script(directory, "down", False, present), None, None, (), None,
+                     False)
+    service = _longrun_service(name, directory, notes, present)
+    consumer_for = read_names(directory, "consumer-for", present)
     return RcDef(name, kind, directory, dependencies, empty, timeout_up, timeout_down, None, None,
-                 service, _read_one_name(directory, "producer-for"), tuple(consumer_for),
-                 _read_one_name(directory, "pipeline-name"), False)
+                 service, _read_one_name(directory, "producer-for", present),
+                 tuple(consumer_for), _read_one_name(directory, "pipeline-name", present), False)
 
 
 def read_source_dir(source: str, notes: list[str], *, default_type: str | None = None,

@@ -4,12 +4,15 @@ A pid is registered with `watch` right after fork returns in the parent, before 
 back to the loop, so the reaper can never see a child before its owner is known. Pids nobody
 watches (orphans re-parented to PID 1, `docker exec` leftovers) are reaped quietly and counted.
 
-Exit storms: each SIGCHLD is a wake of the loop (an interrupted epoll_wait, a Python-level
-handler, a pipe read), which costs more than the reaping itself. When two SIGCHLDs come
-closer than FLOOD_GAP, SIGCHLD is held blocked for BATCH_WINDOW, so the exits of that window
-are reaped in one pass when it is released (the pending signal wakes the loop at once). An
-isolated exit is reaped on its own signal, with no delay; in a storm an exit is seen at most
-BATCH_WINDOW late.
+Orphan storms: each SIGCHLD is a wake of the loop (an interrupted epoll_wait, a Python-level
+handler, a pipe read), which costs more than the reaping itself. When a pass that reaped an
+orphan comes closer than FLOOD_GAP to the previous SIGCHLD, SIGCHLD is held blocked for
+BATCH_WINDOW, so the exits of that window are reaped in one pass when it is released (the
+pending signal wakes the loop at once); in a storm an exit is seen at most BATCH_WINDOW late.
+Exits of overlayd's own children never start a hold: somebody waits on each of them (a
+oneshot's dependents, a restart), and children started together end together — a layer of
+parallel oneshots would otherwise pay a whole window each time. An isolated exit is reaped
+on its own signal, with no delay.
 """
 
 from __future__ import annotations
@@ -73,13 +76,16 @@ class Reaper:
         self._held = False
 
     def on_sigchld(self, _signum: int = 0) -> None:
-        """The SIGCHLD handler: reap, and in a storm hold SIGCHLD for one batch window."""
+        """The SIGCHLD handler: reap, and in an orphan storm hold SIGCHLD for one batch
+        window."""
+        orphans = self.unknown_reaped
         self.reap()
         loop = self._loop
         if loop is None:
             return
         now = loop.time()
-        if now - self._last_signal < FLOOD_GAP and not self._held:
+        if (now - self._last_signal < FLOOD_GAP and not self._held
+                and self.unknown_reaped != orphans):
             self._held = True
             _signal.pthread_sigmask(_signal.SIG_BLOCK, _SIGCHLD)  # no enum conversion
             loop.call_later(BATCH_WINDOW, self._release)

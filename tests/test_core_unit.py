@@ -173,13 +173,25 @@ def test_an_isolated_sigchld_is_reaped_with_no_hold() -> None:
     assert loop.timers == [] and not blocked()
 
 
-def test_sigchlds_in_a_storm_are_held_for_one_batch_window_then_released() -> None:
+def exited_child() -> int:
+    """A child that has exited and is not reaped yet (a zombie): what a SIGCHLD announces."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # blocks until it exited; reaps nothing
+    return pid
+
+
+def test_sigchlds_in_an_orphan_storm_are_held_for_one_batch_window_then_released() -> None:
     loop = FakeLoop()
     reaper = Reaper(loop)  # type: ignore[arg-type]
     try:
+        exited_child()  # nobody watches it: an orphan, as PID 1 gets them
         reaper.on_sigchld()
         loop.clock += 0.0005
+        exited_child()
         reaper.on_sigchld()
+        assert reaper.unknown_reaped == 2
         assert blocked()
         (delay, release), = loop.timers
         assert delay == BATCH_WINDOW
@@ -187,6 +199,24 @@ def test_sigchlds_in_a_storm_are_held_for_one_batch_window_then_released() -> No
         assert len(loop.timers) == 1
         release()
         assert not blocked()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+
+
+def test_own_children_ending_together_are_reaped_at_once_with_no_hold() -> None:
+    """A layer of parallel oneshots ends within a ms or two: each exit reaches its waiter on
+    its own SIGCHLD, never a batch window later."""
+    loop = FakeLoop()
+    reaper = Reaper(loop)  # type: ignore[arg-type]
+    try:
+        seen: list[Future] = []
+        for _ in range(2):
+            pid = exited_child()
+            seen.append(reaper.exit_future(pid))
+            reaper.on_sigchld()
+            loop.clock += 0.0005
+        assert [f.done and f.result.code for f in seen] == [0, 0]
+        assert loop.timers == [] and not blocked()
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
 

@@ -9,8 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from overlayd.execline_lex import NeedsExecline, command_for, lex_bytes, lex_file
+from overlayd.execline_lex import (
+    NeedsExecline,
+    command_for,
+    lex_bytes,
+    lex_file,
+    lex_in_full,
+)
 
 # (script text, words execlineb builds, a block was seen)
 CASES = [
@@ -109,3 +117,25 @@ def test_block_with_execlineb_runs_it_with_dash_p(tmp_path: Path) -> None:
     fake.chmod(0o755)
     argv = command_for("/x/up", ["foreground", " a", "", "b"], True, str(tmp_path))
     assert argv == ["execlineb", "-P", "/x/up"]
+
+
+
+# Pieces of lines: plain words, execline's whitespace, bytes that are whitespace to some
+# splitter but not to execline, and execline's special bytes.
+PIECES = [b"/etc/s6-overlay/run", b"arg", b" ", b"\t", b"\n", b"\r", b"\xc3\xa9", b"\x1c",
+          b"\x85", b"\xa0", b"\x0b", b"\x0c", b"$x", b"'q'", b"a=b", b"{", b"}", b"#", b'"',
+          b"\\"]
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=12))
+def test_the_fast_path_for_plain_lines_gives_the_same_words_as_the_full_lexer(
+    parts: list[bytes],
+) -> None:
+    data = b"".join(parts)
+    try:
+        expected = lex_in_full(data)
+    except ValueError:
+        with pytest.raises(ValueError):
+            lex_bytes(data)
+        return
+    assert lex_bytes(data) == expected

@@ -248,6 +248,16 @@ def test_status_table_says_why_a_service_is_in_backoff_or_failed() -> None:
     assert lines[4].endswith(" finish exited 125")
 
 
+def test_status_table_has_a_type_column_once_a_oneshot_is_listed() -> None:
+    assert "type" not in render.status_table(RECORDS, now=NOW).splitlines()[0].split()
+    init = dict(RECORDS[0], name="init-config", type="oneshot", pid=None, state="up")
+    web = dict(RECORDS[0], type="longrun")
+    lines = render.status_table([init, web], now=NOW).splitlines()
+    assert lines[0].split()[-2:] == ["checked", "type"]
+    assert lines[2].split()[0] == "init-config" and lines[2].split()[-1] == "oneshot"
+    assert lines[3].split()[-1] == "longrun"
+
+
 def test_uptime_counts_from_started_when_overlayd_sends_it() -> None:
     base = dict(RECORDS[0], started=NOW - 300)
     ready = dict(base, state="ready", since=NOW - 5)  # ready 5 s ago, running for 5 min

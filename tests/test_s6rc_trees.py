@@ -75,7 +75,10 @@ def test_linuxserver_style_dag_boots_in_dependency_order(boot, tree: Tree) -> No
     tree.script("cont-init.d", "10-legacy", f"echo 'cont-init' >> {v3.log}")
     booted = boot()
     booted.wait_for(r"service svc-nginx: up")
-    wait_until(lambda: "run svc-nginx" in v3.events(), what="svc-nginx's run script")
+    # Both run scripts: svc-nginx is started once svc-php-fpm is spawned (no notification-fd),
+    # so its script may well print first.
+    wait_until(lambda: {"run svc-php-fpm", "run svc-nginx"} <= set(v3.events()),
+               what="both run scripts")
     events = v3.events()
     print("observed order:", events)  # evidence for the note
     assert events[0] == "cont-init"  # base (fix-attrs, legacy-cont-init) first
@@ -110,6 +113,26 @@ def test_independent_oneshots_run_at_the_same_time(boot, tree: Tree) -> None:
     assert status(booted, "a")["a"]["state"] == "starting"
     write_to_reader(gate, b"go\n")
     wait_until(lambda: "a done" in v3.events(), what="a to finish")
+
+
+def test_a_oneshots_container_environment_reaches_each_oneshot_started_after_it(
+    boot, tree: Tree
+) -> None:
+    """`a` writes a variable; `b` and `c` (started together once `a` is up) and `d` (after
+    them) all see it; `b` and `c` write theirs, which only `d` sees."""
+    v3 = V3(tree)
+    store = tree.run_dir / "container_environment"
+    v3.oneshot("a", f"printf a > {store}/FROM_A")
+    for name in ("b", "c"):
+        v3.oneshot(name, f'echo "{name} saw A=$FROM_A B=$FROM_B" >> {v3.log}; '
+                         f"printf {name} > {store}/FROM_{name.upper()}", deps=("a",))
+    v3.oneshot("d", f'echo "d saw A=$FROM_A B=$FROM_B C=$FROM_C" >> {v3.log}', deps=("b", "c"))
+    v3.user("a", "b", "c", "d")
+    boot()
+    wait_until(lambda: any(e.startswith("d saw") for e in v3.events()), what="d to run")
+    events = v3.events()
+    assert "b saw A=a B=" in events and "c saw A=a B=" in events, events
+    assert "d saw A=a B=b C=c" in events, events
 
 
 def test_bundles_in_user_and_user2_around_legacy_services(boot, tree: Tree) -> None:
@@ -218,6 +241,9 @@ def test_services_d_beside_s6_rc_d_with_dependencies_both_ways(boot, tree: Tree)
                        tree.service("web", "exec sleep 1")),
      r"web is defined twice"),
     (lambda v3, tree: (v3.rc / "x").mkdir(), r"s6-rc.d/x/type is missing"),
+    # A FIFO planted as a definition file must not hang PID 1 waiting for a writer.
+    (lambda v3, tree: ((v3.rc / "x").mkdir(), os.mkfifo(v3.rc / "x" / "type")),
+     r"s6-rc.d/x/type holds '', not oneshot"),
 ])
 def test_bad_tree_is_one_error_and_exit_100_with_nothing_run(boot, tree: Tree, setup,
                                                                message: str) -> None:
@@ -341,7 +367,8 @@ def test_start_brings_dependencies_up_first_and_stop_names_dependents(boot,
     assert status(booted, "prep")["prep"]["state"] == "up"  # not in the bundle
 
 
-def test_status_json_has_type_for_every_service(boot, tree: Tree) -> None:
+def test_status_shows_the_type_of_every_service_in_json_and_in_the_table(boot,
+                                                                         tree: Tree) -> None:
     v3 = V3(tree)
     v3.oneshot("init-x")
     v3.user("init-x")
@@ -352,6 +379,10 @@ def test_status_json_has_type_for_every_service(boot, tree: Tree) -> None:
     listed = json.loads(booted.ctl("status", "--json").stdout)
     types = {r["name"]: r["type"] for r in listed}
     assert types["init-x"] == "oneshot" and types["classic"] == "longrun"
+    table = booted.ctl("status").stdout.splitlines()
+    assert table[0].split()[-1] == "type", table
+    rows = {line.split()[0]: line.split() for line in table[2:]}
+    assert rows["init-x"][-1] == "oneshot" and rows["classic"][-1] == "longrun", table
 
 
 def test_stage2_hook_runs_first_and_can_enable_a_service(boot, tree: Tree) -> None:
