@@ -211,13 +211,23 @@ def _too_large(name: str, value: str) -> bool:
     return len(value.encode("utf-8", "surrogateescape")) + len(name) + 1 >= MAX_VARIABLE
 
 
+def _racy_fine_ns() -> int:
+    """Two ticks of CLOCK_REALTIME_COARSE (the clock file timestamps are taken from) + 1 ms."""
+    try:
+        tick = time.clock_getres(5)  # CLOCK_REALTIME_COARSE (Linux); Python has no name for it
+    except OSError:
+        tick = 0.01
+    return int(2 * min(max(tick, 0.001), 0.01) * 1e9) + 1_000_000
+
+
 #: A file changed less than this before the last look is read again at the next one: a change
 #: within the same timestamp tick keeps its stat. For a filesystem with 1 s timestamps:
 RACY_NS = 1_000_000_000
-#: ... and with sub-second ones (tmpfs, overlayfs, ext4, xfs, btrfs), where a timestamp lags the
-#: clock by at most one kernel tick (10 ms at HZ=100): the files a boot just wrote are trusted
-#: after 50 ms, not re-read at every spawn of the boot's first second.
-RACY_FINE_NS = 50_000_000
+#: ... and with sub-second ones (tmpfs, overlayfs, ext4, xfs, btrfs), whose timestamps come from
+#: the kernel's coarse clock, behind the real time by at most one tick: two ticks and a
+#: millisecond (9 ms at HZ=250, 21 ms at HZ=100). A boot's spawns then stop re-reading every
+#: variable a few milliseconds after the environment was written, not a second after.
+RACY_FINE_NS = _racy_fine_ns()
 #: Longest NAME=VALUE the kernel passes to a program (MAX_ARG_STRLEN, 32 pages).
 MAX_VARIABLE = 32 * 4096
 #: Stores with at least this many files are watched with inotify (see load).
