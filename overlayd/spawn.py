@@ -30,6 +30,9 @@ _PYTHON_IGNORED = {_signal.SIGPIPE, _signal.SIGXFSZ}
 _original_mask: set[int] = set()
 _original_ignored: set[int] = set()
 _spawn_sets: tuple[object, object] | None = None  # (mask, defaults) as C sigsets for vspawn
+# The C library's own signals given ignored (None: unknown, and children are forked, which
+# leaves them as they are); only the posix_spawn way needs to know.
+_libc_ignored: set[int] | None = set()
 _interpreted: set[str] = set()  # bounded by the number of script files in the trees
 _RESETTABLE = sorted(set(_signal.valid_signals()) - {_signal.SIGKILL, _signal.SIGSTOP})
 
@@ -48,6 +51,23 @@ def capture_original_signals() -> None:
                 _original_ignored.add(signum)
         except (OSError, ValueError):
             pass
+    global _libc_ignored
+    _libc_ignored = _kernel_ignored_outside(set(_signal.valid_signals()))
+
+
+def _kernel_ignored_outside(valid: set[int]) -> set[int] | None:
+    """The C library's own signals (glibc's 32 and 33: outside valid_signals, so Python cannot
+    ask about them) that this process was given ignored, from the kernel's SigIgn; None when
+    /proc cannot say. GNU make, for one, starts every recipe with 32 and 33 ignored."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"SigIgn:"):
+                    bits = int(line.split()[1], 16)
+                    return {n for n in range(1, 65) if bits >> (n - 1) & 1 and n not in valid}
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def original_mask() -> set[int]:
@@ -173,7 +193,9 @@ def _vfork_spawn(start: _Start) -> int | None:
      extra_fds) = start
     global _spawn_sets
     posix_spawn = spawner()
-    if posix_spawn is None or any(_handled(signum) for signum in _original_ignored):
+    if posix_spawn is None or _libc_ignored is None:
+        return None
+    if any(_handled(signum) for signum in _original_ignored):
         return None
     program = find_executable(argv[0], env)
     if program is None or _has_nul(argv, env):
@@ -203,8 +225,9 @@ def _vfork_spawn(start: _Start) -> int | None:
 
 
 def _all_but_ignored() -> list[int]:
-    """Every signal (the C library's internal ones too) but those overlayd was given ignored."""
-    kept = {*_original_ignored, _signal.SIGKILL, _signal.SIGSTOP}
+    """Every signal (the C library's internal ones too) but those overlayd was given ignored
+    (posix_spawn leaves a C library's signal that is not in this set ignored)."""
+    kept = {*_original_ignored, *(_libc_ignored or ()), _signal.SIGKILL, _signal.SIGSTOP}
     return [signum for signum in range(1, _signal.NSIG) if signum not in kept]
 
 
