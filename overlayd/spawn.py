@@ -183,7 +183,8 @@ def _vfork_spawn(start: _Start) -> int | None:
     copy-on-write of PID 1's pages); None when the fork path must do it instead.
 
     The fork path takes over when posix_spawn cannot give the same start (an originally
-    ignored signal that overlayd now handles must be ignored in the child; a NUL in a string)
+    ignored signal that overlayd now handles must be ignored in the child; no /proc at start,
+    so the C library's own signals are of unknown state; a NUL in a string)
     and on every failure to set the child up or exec it, so that the child reports it as the
     fork path does: one line naming the program, exit 127 or 126.
     """
