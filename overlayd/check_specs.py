@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .records import record
+from protocol.records import record
 
 # --- health/ (liveness.py) ------------------------------------------------------------------
 DEFAULT_INTERVAL_MS = 10000

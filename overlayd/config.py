@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .records import record
+from protocol.records import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

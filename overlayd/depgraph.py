@@ -19,7 +19,7 @@ services.d service, yet stopping one of them must not stop what needs `legacy-se
 
 from __future__ import annotations
 
-from .records import record
+from protocol.records import record
 
 ONESHOT = "oneshot"
 LONGRUN = "longrun"

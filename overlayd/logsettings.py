@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from .records import record
+from protocol.records import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

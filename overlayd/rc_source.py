@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 
+from protocol.records import record
+
 from .depgraph import BUNDLE, KINDS, LONGRUN, ONESHOT
-from .records import record
 
 MAX_SMALL_FILE = 4096  # type, timeouts, names: a few bytes; more is read no further
 MAX_LIST_FILE = 64 * 1024  # the old `dependencies` / `contents` list files

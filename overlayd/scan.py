@@ -9,8 +9,9 @@ from __future__ import annotations
 import _signal
 import os
 
+from protocol.records import record
+
 from .check_specs import NO_CHECKS, read_checks
-from .records import record
 
 DEFAULT_TIMEOUT_FINISH_MS = 5000
 

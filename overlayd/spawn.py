@@ -13,8 +13,9 @@ import _signal
 import errno
 import os
 
+from protocol.records import record
+
 from . import log
-from .records import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -7,55 +7,26 @@ request's method exists and its params fit is ``methods.validate_request``'s job
 from __future__ import annotations
 
 from .errors import BAD_REQUEST, ProtocolError, describe, type_name
+from .records import record
 from .wire import NOTIFICATION, REQUEST, RESPONSE
 
 MAX_MSGID = (1 << 32) - 1
 
 
-class _Message(tuple):
-    """A tuple with named fields, like a namedtuple, without the `collections` import (~2 ms
-    of every overlayctl run)."""
-
-    __slots__ = ()
-    _fields: tuple[str, ...] = ()
-
-    def __new__(cls, *values: object) -> _Message:
-        if len(values) != len(cls._fields):
-            raise TypeError(f"{cls.__name__} takes {len(cls._fields)} values, got {len(values)}")
-        return tuple.__new__(cls, values)
-
-    def __repr__(self) -> str:
-        named = zip(self._fields, self, strict=True)
-        pairs = ", ".join(f"{name}={value!r}" for name, value in named)
-        return f"{type(self).__name__}({pairs})"
-
-
-def _field(index: int) -> property:
-    return property(lambda message: message[index])
-
-
-class Request(_Message):
-    """``[0, msgid, method, params]``: a call that expects one Response."""
-
-    __slots__ = ()
-    _fields = ("msgid", "method", "params")
-    msgid, method, params = _field(0), _field(1), _field(2)
-
-
-class Response(_Message):
-    """``[1, msgid, error, result]``: ``error`` is None or a map with code, message and data."""
-
-    __slots__ = ()
-    _fields = ("msgid", "error", "result")
-    msgid, error, result = _field(0), _field(1), _field(2)
-
-
-class Notification(_Message):
-    """``[2, method, params]``: a one-way message, no reply."""
-
-    __slots__ = ()
-    _fields = ("method", "params")
-    method, params = _field(0), _field(1)
+# Tuples with named fields, as namedtuple makes them, without importing `collections` (~2 ms
+# of every overlayctl run): see records.py.
+Request = record(
+    "Request", "msgid method params", module=__name__,
+    doc="``[0, msgid, method, params]``: a call that expects one Response.",
+)
+Response = record(
+    "Response", "msgid error result", module=__name__,
+    doc="``[1, msgid, error, result]``: ``error`` is None or a map with code, message and data.",
+)
+Notification = record(
+    "Notification", "method params", module=__name__,
+    doc="``[2, method, params]``: a one-way message, no reply.",
+)
 
 
 def _fail(message: str) -> ProtocolError:

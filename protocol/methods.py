@@ -8,9 +8,9 @@ the full, normalised params list the handler receives.
 from __future__ import annotations
 
 import math
-from collections import namedtuple
 
 from .errors import BAD_REQUEST, NO_SUCH_METHOD, ProtocolError, describe, type_name
+from .records import record
 from .states import RECORD_KEYS as RECORD_KEYS
 from .states import STATES as STATES
 from .wire import PROTOCOL_VERSION as PROTOCOL_VERSION
@@ -41,14 +41,14 @@ REQUIRED = _Required()
 _NIL = type(None)
 
 
-class ParamSpec(namedtuple("ParamSpec", ("name", "types", "default", "want", "check"))):
+class ParamSpec(record("ParamSpec", ("name", "types", "default", "want", "check"))):
     """One positional param: exact accepted ``types``, ``default`` or REQUIRED, ``want`` (text
     for error messages) and ``check`` (value -> problem text or None) for finer constraints."""
 
     __slots__ = ()
 
 
-class MethodSpec(namedtuple("MethodSpec", ("name", "params", "read_only", "doc"))):
+class MethodSpec(record("MethodSpec", ("name", "params", "read_only", "doc"))):
     """One method: its ``params`` (tuple of ParamSpec, in order), whether it only reads state
     (group members may call it), and a one-line ``doc``."""
 

@@ -32,6 +32,7 @@ BUDGET = frozenset(
         # C extension, datetime and collections cost ~4 ms, nor the method table
         "protocol", "protocol.errors", "protocol.wire", "protocol.messages",
         "protocol.purepack", "protocol.signals", "protocol.states",
+        "protocol.records", "_operator",  # the messages' named fields (itemgetter, in C)
         "_socket", "_struct",
         "overlayctl.jsonout", "_json",  # --json: the C string quoter, not the json package
     }

@@ -1,4 +1,5 @@
-"""`record()`: immutable records (tuples with named fields) for PID 1's boot path.
+"""`record()`: immutable records (tuples with named fields) for PID 1's boot path and for
+overlayctl's (protocol's messages, overlayd's definitions and config).
 
 What `collections.namedtuple` gives overlayd's definitions (fields by name and position,
 keyword construction, trailing defaults, `_replace`, `_fields`, equality and hashing of the
