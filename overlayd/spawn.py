@@ -39,33 +39,41 @@ _RESETTABLE = sorted(set(_signal.valid_signals()) - {_signal.SIGKILL, _signal.SI
 
 
 def capture_original_signals() -> None:
-    """Remember the blocked mask and ignored signals overlayd was started with."""
-    global _original_mask, _spawn_sets
+    """Remember the blocked mask and ignored signals overlayd was started with.
+
+    The ignored ones come from the kernel (one read of SigIgn), which also knows the C
+    library's own signals (glibc's 32 and 33, outside valid_signals: Python cannot ask about
+    them; GNU make, for one, starts every recipe with both ignored). Without /proc, Python's
+    view of the valid signals is asked one by one, and those two stay unknown.
+    """
+    global _original_mask, _spawn_sets, _libc_ignored
     _spawn_sets = None
     _original_mask = set(_signal.pthread_sigmask(_signal.SIG_BLOCK, []))
+    valid = set(_signal.valid_signals())
+    unknowable = {*_PYTHON_IGNORED, _signal.SIGKILL, _signal.SIGSTOP}
+    ignored = _kernel_ignored()
     _original_ignored.clear()
-    for signum in _signal.valid_signals():
-        if signum in _PYTHON_IGNORED or signum in (_signal.SIGKILL, _signal.SIGSTOP):
-            continue
-        try:
-            if _signal.getsignal(signum) == _signal.SIG_IGN:
-                _original_ignored.add(signum)
-        except (OSError, ValueError):
-            pass
-    global _libc_ignored
-    _libc_ignored = _kernel_ignored_outside(set(_signal.valid_signals()))
+    if ignored is None:
+        _libc_ignored = None
+        for signum in valid - unknowable:
+            try:
+                if _signal.getsignal(signum) == _signal.SIG_IGN:
+                    _original_ignored.add(signum)
+            except (OSError, ValueError):
+                pass
+        return
+    _original_ignored.update(ignored & valid - unknowable)
+    _libc_ignored = ignored - valid
 
 
-def _kernel_ignored_outside(valid: set[int]) -> set[int] | None:
-    """The C library's own signals (glibc's 32 and 33: outside valid_signals, so Python cannot
-    ask about them) that this process was given ignored, from the kernel's SigIgn; None when
-    /proc cannot say. GNU make, for one, starts every recipe with 32 and 33 ignored."""
+def _kernel_ignored() -> set[int] | None:
+    """The signals this process ignores, from /proc/self/status; None when it cannot say."""
     try:
         with open("/proc/self/status", "rb") as status:
             for line in status:
                 if line.startswith(b"SigIgn:"):
                     bits = int(line.split()[1], 16)
-                    return {n for n in range(1, 65) if bits >> (n - 1) & 1 and n not in valid}
+                    return {n for n in range(1, 65) if bits >> (n - 1) & 1}
     except (OSError, ValueError, IndexError):
         pass
     return None
