@@ -33,6 +33,7 @@ BUDGET = frozenset(
         "protocol", "protocol.errors", "protocol.wire", "protocol.messages",
         "protocol.purepack", "protocol.signals", "protocol.states",
         "protocol.records", "_operator",  # the messages' named fields (itemgetter, in C)
+        "_collections",  # the client's bounded notification queue: the C deque alone
         "_socket", "_struct",
         "overlayctl.jsonout", "_json",  # --json: the C string quoter, not the json package
     }
