@@ -541,9 +541,11 @@ def _descendants(root: int) -> list[int]:
 
 def _become_subreaper() -> None:
     """prctl(PR_SET_CHILD_SUBREAPER): orphans below us come to us, as they would to PID 1."""
-    import ctypes
+    from . import clib
 
     pr_set_child_subreaper = 36
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
-        log.warn(f"cannot become a child subreaper: {os.strerror(ctypes.get_errno())}")
+    prctl = clib.function("prctl")
+    if prctl is None:
+        log.warn("cannot become a child subreaper: this C library has no prctl")
+    elif prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+        log.warn(f"cannot become a child subreaper: {os.strerror(clib.errno())}")
