@@ -12,6 +12,8 @@ import os
 
 from protocol.records import record
 
+from .smallfile import read_small, read_text
+
 # --- health/ (liveness.py) ------------------------------------------------------------------
 DEFAULT_INTERVAL_MS = 10000
 DEFAULT_TIMEOUT_MS = 5000
@@ -25,12 +27,8 @@ HealthSpec.__doc__ = "What a service's health/ directory says (times in ms)."
 
 def read_number(path: str, default: int, minimum: int = 0) -> int:
     """A whole number from a one-line file; `default` when absent or empty; ValueError if bad."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            text = handle.read(4096).strip()
-    except FileNotFoundError:
-        return default
-    if text == "":
+    text = read_text(path)
+    if not text:
         return default
     if not (text.isascii() and text.isdigit()) or int(text) < minimum:
         name = os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
@@ -46,12 +44,7 @@ def read_health(directory: str) -> HealthSpec | None:
     check = os.path.join(health, "check")
     if not os.path.isfile(check):
         raise ValueError("health/check is missing")
-    action = "restart"
-    try:
-        with open(os.path.join(health, "action"), encoding="utf-8", errors="replace") as handle:
-            action = handle.read(4096).strip() or "restart"
-    except FileNotFoundError:
-        pass
+    action = read_text(os.path.join(health, "action")) or "restart"
     if action not in ACTIONS:
         raise ValueError(f"health/action holds {action!r}, not one of {', '.join(ACTIONS)}")
     return HealthSpec(
@@ -110,8 +103,7 @@ def parse_options(words: list[str]) -> PollOptions:
 def _run_calls_the_tool(run: str) -> bool:
     """Does the run script call s6-notifyoncheck itself? (its first 64 KB, comments skipped)"""
     try:
-        with open(run, "rb") as handle:
-            text = handle.read(65536)
+        text = read_small(run, 65536) or b""
     except OSError:
         return False
     return any(TOOL in line.split(b"#", 1)[0] for line in text.splitlines())
@@ -126,11 +118,9 @@ def read_poll_options(directory: str, has_notification_fd: bool) -> PollOptions 
     if not has_notification_fd:
         return None
     options = DEFAULTS
-    try:
-        with open(os.path.join(directory, OPTIONS_FILE), encoding="utf-8") as handle:
-            options = parse_options(handle.read(4096).split())
-    except FileNotFoundError:
-        pass
+    words = read_text(os.path.join(directory, OPTIONS_FILE))
+    if words is not None:
+        options = parse_options(words.split())
     has_check = os.path.isfile(os.path.join(directory, "data", "check"))
     if not has_check and options.checkprog is None:
         return None
@@ -151,14 +141,6 @@ GiveUpPolicy.__doc__ = "start_retries None: never give up; timeout_up_ms 0: no b
 DEFAULT_POLICY = GiveUpPolicy(DEFAULT_MAX_DEATH_TALLY, None, DEFAULT_START_SECS, 0)
 
 
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read(4096).strip() or None
-    except FileNotFoundError:
-        return None
-
-
 def read_give_up(directory: str) -> GiveUpPolicy:
     """The policy a service directory states; ValueError naming the file when one is bad."""
     tally = min(
@@ -166,11 +148,11 @@ def read_give_up(directory: str) -> GiveUpPolicy:
         MAX_DEATH_TALLY,
     )
     retries = None
-    if _read_text(os.path.join(directory, "start-retries")) is not None:
+    if read_text(os.path.join(directory, "start-retries")):
         retries = read_number(os.path.join(directory, "start-retries"), 0)
     start_secs = DEFAULT_START_SECS
-    text = _read_text(os.path.join(directory, "start-secs"))
-    if text is not None:
+    text = read_text(os.path.join(directory, "start-secs"))
+    if text:
         try:
             start_secs = float(text)
         except ValueError:

@@ -22,6 +22,7 @@ import os
 from protocol.records import record
 
 from .depgraph import BUNDLE, KINDS, LONGRUN, ONESHOT
+from .smallfile import read_small
 
 MAX_SMALL_FILE = 4096  # type, timeouts, names: a few bytes; more is read no further
 MAX_LIST_FILE = 64 * 1024  # the old `dependencies` / `contents` list files
@@ -64,24 +65,15 @@ class RcSourceError(ValueError):
 
 
 def _read_small(path: str, limit: int = MAX_SMALL_FILE) -> str | None:
-    """At most `limit` bytes of a file, or None when there is none. One read, no buffered
-    text layer (a tree holds dozens of these tiny files); O_NONBLOCK: a FIFO planted in
-    the tree reads as empty instead of stopping PID 1."""
+    """At most `limit` bytes of a file (smallfile.read_small: a FIFO reads as empty), or
+    None when there is none; RcSourceError naming it when it cannot be read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise RcSourceError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = os.read(fd, limit)
+        data = read_small(path, limit)
     except IsADirectoryError:
         raise RcSourceError(f"{path} is a directory, not a file") from None
     except OSError as exc:
         raise RcSourceError(f"{path}: cannot read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    return data.decode("utf-8", "surrogateescape")
+    return None if data is None else data.decode("utf-8", "surrogateescape")
 
 
 def _listing(directory: str) -> frozenset[str]:

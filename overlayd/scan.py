@@ -12,6 +12,7 @@ import os
 from protocol.records import record
 
 from .check_specs import NO_CHECKS, read_checks
+from .smallfile import read_text
 
 DEFAULT_TIMEOUT_FINISH_MS = 5000
 
@@ -39,16 +40,10 @@ ServiceDef.__doc__ = """What one service directory says. `finish`, `notification
 health and give-up, service_checks.ChecksSpec) may be None."""
 
 
-def _read_word(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read(4096).strip()
-    except FileNotFoundError:
-        return None
 
 
 def _read_ms(directory: str, filename: str, default: int) -> int:
-    value = _read_word(os.path.join(directory, filename))
+    value = read_text(os.path.join(directory, filename))
     if value is None or value == "":
         return default
     if not (value.isascii() and value.isdigit()):
@@ -83,12 +78,12 @@ def read_service(name: str, directory: str, *, is_logger: bool = False) -> Servi
         if not os.path.isfile(run):
             what = "is not a regular file" if os.path.lexists(run) else "is missing"
             raise ValueError(f"run {what}")
-        fd_text = _read_word(os.path.join(directory, "notification-fd"))
+        fd_text = read_text(os.path.join(directory, "notification-fd"))
         if fd_text is not None:
             if not (fd_text.isascii() and fd_text.isdigit()) or not 3 <= int(fd_text) < 1024:
                 raise ValueError(f"notification-fd holds {fd_text!r}, not a number from 3 to 1023")
             notification_fd = int(fd_text)
-        signal_text = _read_word(os.path.join(directory, "down-signal"))
+        signal_text = read_text(os.path.join(directory, "down-signal"))
         if signal_text:
             # Imported here: `protocol` as a package pulls in msgpack, which stage 1 defers.
             from protocol.signals import signal_number

@@ -297,3 +297,18 @@ def test_watched_store_sees_a_same_size_rewrite_at_once(
     assert contenv.load(str(store))["V2"] == "gen"
     for cached in contenv._cache.values():
         cached.close()
+
+
+# --- service definitions ----------------------------------------------------------------------
+
+
+def test_fifos_planted_as_a_services_settings_do_not_stop_pid1(boot, tree: Tree) -> None:
+    """A FIFO where a one-line settings file belongs reads as empty (its default): opened for
+    reading it would wait for a writer, and PID 1 with it, deaf even to SIGTERM."""
+    tree.service("svc", "echo svc-ran; exec sleep 100", files={"health/check": "exit 0\n"})
+    service = tree.etc / "services.d" / "svc"
+    for name in ("timeout-finish", "max-death-tally", "start-secs", "health/interval"):
+        os.mkfifo(service / name)
+    booted = boot("true", env={"S6_CMD_WAIT_FOR_SERVICES": "1"})
+    assert booted.wait() == 0, booted.output
+    assert booted.count(r"^svc-ran$") == 1

@@ -1,0 +1,35 @@
+"""Reading the small files of a service definition (timeouts, signals, fds, health settings,
+s6-rc.d's `type`, `up`, dependency lists) the one way PID 1 may: never waiting.
+
+One open, one read, no buffered text layer. O_NONBLOCK: a FIFO planted where a file is
+expected reads as empty instead of waiting for a writer, which would stop PID 1 (its signal
+handlers only queue, so not even SIGTERM would end the wait).
+"""
+
+from __future__ import annotations
+
+import os
+
+#: What a one-line settings file may hold; more is not read.
+SMALL = 4096
+
+
+def read_small(path: str, limit: int = SMALL) -> bytes | None:
+    """At most `limit` bytes of `path`; None when it does not exist. Other errors (a
+    directory, no permission) are raised as OSError, for the caller to name the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.read(fd, limit)
+    except BlockingIOError:  # a FIFO whose writer has written nothing yet
+        return b""
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str, limit: int = SMALL) -> str | None:
+    """`read_small` as text (undecodable bytes replaced), stripped; None when absent."""
+    data = read_small(path, limit)
+    return None if data is None else data.decode("utf-8", "replace").strip()
