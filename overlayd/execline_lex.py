@@ -13,7 +13,10 @@ yields no words, which succeeds as a no-op (as `execlineb` exits 0 on an empty a
 
 from __future__ import annotations
 
+import errno
 import os
+
+from .smallfile import read_small
 
 MAX_SCRIPT_BYTES = 64 * 1024  # an up/down file is one command line; more is refused
 
@@ -153,10 +156,11 @@ def lex_in_full(data: bytes) -> tuple[list[bytes], bool]:
 def lex_file(path: str) -> tuple[list[str], bool]:
     """Lex an up/down file; ExeclineSyntaxError names the file on any problem."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SCRIPT_BYTES + 1)
+        data = read_small(path, MAX_SCRIPT_BYTES + 1)  # a FIFO reads as empty
     except OSError as exc:
         raise ExeclineSyntaxError(f"{path}: cannot read: {exc.strerror}") from None
+    if data is None:
+        raise ExeclineSyntaxError(f"{path}: cannot read: {os.strerror(errno.ENOENT)}")
     if len(data) > MAX_SCRIPT_BYTES:
         raise ExeclineSyntaxError(f"{path}: longer than {MAX_SCRIPT_BYTES} bytes")
     if b"\0" in data:

@@ -16,6 +16,7 @@ import os
 from protocol.records import record
 
 from . import log
+from .smallfile import read_small
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -110,10 +111,12 @@ def script_argv(path: str, args: Sequence[str] = ()) -> tuple[list[str], str | N
         return [path, *args], None
     interpreter = ["/bin/sh"]
     try:
-        with open(path, "rb") as handle:
-            first = handle.readline(512)
+        head = read_small(path, 512)  # a FIFO reads as empty
     except OSError as exc:
         return [path, *args], f"{path}: cannot read: {exc.strerror}"
+    if head is None:
+        return [path, *args], f"{path}: cannot read: {os.strerror(errno.ENOENT)}"
+    first = head.split(b"\n", 1)[0]
     if first.startswith(b"#!"):
         words = first[2:].decode("utf-8", "replace").split()
         if words:

@@ -87,3 +87,14 @@ def test_a_directory_that_is_not_there_fails_the_child_not_the_spawner() -> None
     got, out = _run(["true"], cwd="/nonexistent-directory")
     assert got == 126
     assert b"No such file or directory" in out
+
+
+def test_a_fifo_without_its_execute_bit_is_run_through_sh_without_waiting_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    """script_argv reads a non-executable script's #! line; a FIFO must not block that read."""
+    fifo = tmp_path / "10-init"
+    os.mkfifo(fifo, 0o644)
+    argv, warning = spawn.script_argv(str(fifo))
+    assert argv == ["/bin/sh", str(fifo)]
+    assert warning is not None and "not executable" in warning
