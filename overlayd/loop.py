@@ -15,11 +15,11 @@ Sequential steps (the boot and shutdown stages) are written as `async def` corou
 from __future__ import annotations
 
 import _signal
-import heapq
 import os
 import select
 import time
 from _collections import deque
+from _heapq import heapify, heappop, heappush
 
 from . import log
 
@@ -231,13 +231,13 @@ class Loop:
     def call_later(self, delay: float, callback: Callback) -> Timer:
         timer = Timer(self.time() + max(0.0, delay), callback)
         timers = self._timers
-        heapq.heappush(timers, timer)
+        heappush(timers, timer)
         if len(timers) >= self._compact_at:
             # Cancelled timers leave the heap only when due; a stream of short-lived users
             # (connections with an idle timer) would grow it without bound meanwhile. Sweep
             # them whenever the heap doubles: amortised O(1) per timer.
             timers[:] = [t for t in timers if not t.cancelled]
-            heapq.heapify(timers)
+            heapify(timers)
             self._compact_at = max(MIN_COMPACT, 2 * len(timers))
         return timer
 
@@ -329,7 +329,7 @@ class Loop:
             return 0
         timers = self._timers
         while timers and timers[0].cancelled:
-            heapq.heappop(timers)
+            heappop(timers)
         if not timers:
             return -1
         return max(0.0, timers[0].when - time.monotonic())
@@ -345,7 +345,7 @@ class Loop:
         if timers:
             now = time.monotonic()
             while timers and (timers[0].cancelled or timers[0].when <= now):
-                timer = heapq.heappop(timers)
+                timer = heappop(timers)
                 if not timer.cancelled:
                     guard(timer.callback)
         soon = self._soon

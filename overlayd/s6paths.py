@@ -29,6 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .service import Service
     from .stages import Container
+    from .supervisor import Supervisor
 
 S6_DIR = "/run/s6"
 SERVICES_DIR = "/run/s6/services"
@@ -116,7 +117,10 @@ class S6Paths:
         for name in HALT_COMMANDS:
             path = os.path.join(BASEDIR_BIN, name)
             self._try(path, lambda path=path, name=name: self._write_halt(path, name))
-        supervisor = self.container.supervisor
+
+    def attach(self, supervisor: Supervisor) -> None:
+        """Mirror `supervisor`'s services from now on (the container calls this when it makes
+        its supervisor, which a container with nothing to supervise never does)."""
         supervisor.on_add.append(self._added)
         supervisor.add_listener(self._changed)
 

@@ -10,12 +10,11 @@ import _signal
 import os
 import time
 
-from . import contenv, log, rc_boot, rundir, scripts, spawn
+from . import contenv, log, rundir, scripts, spawn
 from .config import Config
 from .loop import TIMED_OUT, Future, Loop, Task, first_of
 from .outputs import Outputs
 from .reaper import ExitStatus, Reaper
-from .supervisor import Supervisor
 
 TYPE_CHECKING = False  # typing costs ~7 ms of PID 1's boot; annotations need none of it
 if TYPE_CHECKING:
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from .rpc import ControlServer
     from .s6paths import S6Paths
     from .scan import ServiceDef
+    from .supervisor import Supervisor
 
 TERMINATING = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT)
 FORWARDED = (
@@ -47,9 +47,7 @@ class Container:
         self.loop = Loop()
         log.attach(self.loop)  # its buffered lines flush when stderr is writable again
         self.reaper = Reaper(self.loop)
-        self.supervisor = Supervisor(
-            self.loop, self.reaper, self.child_env, config.etc("services.d")
-        )
+        self._supervisor: Supervisor | None = None  # made on first use (see `supervisor`)
         self.is_pid1 = os.getpid() == 1
         self.tty = 0 if os.isatty(0) else None
         self.cmd_pid: int | None = None
@@ -68,14 +66,29 @@ class Container:
         self.requested_exit_code: int | None = None
         self.stage2_failure_code: int | None = None
         self.health_failure_code: int | None = None
-        self.supervisor.rt.on_health_shutdown = self._health_shutdown
         self.exit_code = 0
         self.started_at = self.loop.time()
         self.server: ControlServer | None = None
         self._control_sock: _socket.socket | None = None
         self.s6: S6Paths | None = None  # DESIGN §11's paths, when on
         self.outputs = Outputs(self.loop, self.reaper, config.log)
-        self.supervisor.outputs = self.outputs
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """The supervisor of every service, made (and its modules loaded) at first use: a
+        container with nothing to supervise (lean_boot) never pays for them."""
+        if self._supervisor is None:
+            from .supervisor import Supervisor
+
+            supervisor = Supervisor(
+                self.loop, self.reaper, self.child_env, self.cfg.etc("services.d")
+            )
+            supervisor.rt.on_health_shutdown = self._health_shutdown
+            supervisor.outputs = self.outputs
+            self._supervisor = supervisor
+            if self.s6 is not None:
+                self.s6.attach(supervisor)
+        return self._supervisor
 
     # --- stage 1 ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -116,6 +129,8 @@ class Container:
 
             self.s6 = S6Paths(self)
             self.s6.make()
+            if self._supervisor is not None:
+                self.s6.attach(self._supervisor)
 
     def _open_control_socket(self) -> None:
         """Listen now; load the RPC server on the loop's first turn (see listener.py)."""
@@ -187,6 +202,13 @@ class Container:
         """
         if not await self._stage2_hook():
             return False
+        if lean_boot(self.cfg):
+            self.trees_read = True  # (there are none: cont-finish.d still runs at stage 3)
+            await self._legacy_services()
+            self._run_cmd()
+            return True
+        from . import rc_boot
+
         legacy = self.supervisor.read_services_d()  # created at their turn, not before
         self._legacy_defs = legacy
         try:
@@ -225,6 +247,8 @@ class Container:
         """S6_STAGE2_HOOK, before the trees are read; False when the boot must stop."""
         if not self.cfg.stage2_hook:
             return True  # (no environment to read for a hook that is not there)
+        from . import rc_boot
+
         status = await rc_boot.run_hook(self.cfg, self.loop, self.reaper, self.child_env())
         if status is None or status.shell_code() == 0:
             return True
@@ -415,7 +439,7 @@ class Container:
                 log.warn("the CMD outlived S6_SERVICES_GRACETIME; sending SIGKILL")
                 self._signal_cmd(_signal.SIGKILL)
                 await first_of(self.cmd_exit, skip)
-        if not skip.done and self.supervisor.services:
+        if not skip.done and self._supervisor is not None and self._supervisor.services:
             log.info("stopping services")
             if self.rc is not None:  # dependents first, oneshots' `down` in their turn
                 self.supervisor.rt.shutting_down = True
@@ -515,6 +539,30 @@ class Container:
         if self.cmd_status is not None:
             return self.cmd_status.shell_code() % 256
         return 0
+
+
+def lean_boot(cfg: Config) -> bool:
+    """Has the image nothing to prepare or supervise? True when fix-attrs.d does not exist and
+    cont-init.d, services.d, s6-rc.d and user-bundles.d are each missing or empty.
+
+    Then stage 2 is the CMD alone, exactly as the graph would have run it (its three built-in
+    steps have nothing to do), and the supervisor, the trees' reader and the graph (~3 ms of
+    imports, and their memory) are never loaded. Anything at all in one of them, even a
+    broken entry or a file where a directory belongs, takes the full path, which reports it.
+    """
+    if os.path.lexists(cfg.etc("fix-attrs.d")):
+        return False
+    for path in (cfg.etc("cont-init.d"), cfg.etc("services.d"),
+                 os.path.join(cfg.s6_overlay_dir, "s6-rc.d"), cfg.bundle_dir):
+        try:
+            with os.scandir(path) as entries:
+                if next(entries, None) is not None:
+                    return False
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return True
 
 
 def _descendants(root: int) -> list[int]:

@@ -31,13 +31,17 @@ BOOT = 'mount -t tmpfs tmpfs /run && exec "$@"'
 ENTRY = "from overlayd.__main__ import main; main()"
 
 
-def _boot_importtime(root: Path) -> list[tuple[int, str]]:
-    """(depth, module) of every import of a boot: one health-checked service, CMD `true`."""
+def _boot_importtime(root: Path, with_service: bool = True) -> list[tuple[int, str]]:
+    """(depth, module) of every import of a boot: one health-checked service (or none), CMD
+    `true`."""
     service = root / "etc/services.d/svc"
-    (service / "health").mkdir(parents=True)
-    for path, text in (("run", "exec sleep 100"), ("health/check", "exit 0")):
-        (service / path).write_text(f"#!/bin/sh\n{text}\n")
-        (service / path).chmod(0o755)
+    if with_service:
+        (service / "health").mkdir(parents=True)
+        for path, text in (("run", "exec sleep 100"), ("health/check", "exit 0")):
+            (service / path).write_text(f"#!/bin/sh\n{text}\n")
+            (service / path).chmod(0o755)
+    else:
+        service.parent.mkdir(parents=True)  # services.d there, and empty
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "OVERLAY_ROOT": str(root),
            "S6_CMD_WAIT_FOR_SERVICES": "1"}
     done = subprocess.run(
@@ -67,5 +71,23 @@ def _importer(imports: list[tuple[int, str]], index: int) -> str:
 def test_a_boot_loads_no_expensive_standard_module(tmp_path: Path) -> None:
     imports = _boot_importtime(tmp_path)
     assert any(name == "overlayd.stages" for _, name in imports)  # the probe saw a boot
+    assert any(name == "overlayd.supervisor" for _, name in imports)  # a service: supervised
     loaded = [(i, name) for i, (_, name) in enumerate(imports) if name in FORBIDDEN]
+    assert not loaded, [f"{name} (imported by {_importer(imports, i)})" for i, name in loaded]
+
+
+#: What supervising costs (~3 ms of imports): an image with nothing to supervise never loads it.
+SUPERVISION = frozenset(
+    {"overlayd.supervisor", "overlayd.service", "overlayd.scan", "overlayd.rc_boot",
+     "overlayd.rc_run", "overlayd.rc_source", "overlayd.depgraph", "overlayd.check_specs"}
+)  # fmt: skip
+
+
+@pytest.mark.skipif(not can_unshare(), reason="needs unshare (root)")
+def test_an_image_with_nothing_to_supervise_never_loads_the_supervision_modules(
+    tmp_path: Path,
+) -> None:
+    imports = _boot_importtime(tmp_path, with_service=False)
+    assert any(name == "overlayd.stages" for _, name in imports)
+    loaded = [(i, name) for i, (_, name) in enumerate(imports) if name in SUPERVISION]
     assert not loaded, [f"{name} (imported by {_importer(imports, i)})" for i, name in loaded]
