@@ -31,7 +31,7 @@ _PYTHON_IGNORED = {_signal.SIGPIPE, _signal.SIGXFSZ}
 
 _original_mask: set[int] = set()
 _original_ignored: set[int] = set()
-_spawn_sets: tuple[object, object] | None = None  # (mask, defaults) as C sigsets for vspawn
+_spawn_sets: tuple[bytes, bytes] | None = None  # (mask, defaults): sigset_t bits for vspawn
 # The C library's own signals given ignored (None: unknown, and children are forked, which
 # leaves them as they are); only the posix_spawn way needs to know.
 _libc_ignored: set[int] | None = set()

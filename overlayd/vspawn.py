@@ -1,4 +1,4 @@
-"""Starting a child without fork: the C library's posix_spawn, called through `_ctypes`.
+"""Starting a child without fork: the C library's posix_spawn.
 
 Why not fork: a fork makes every page of PID 1 copy-on-write, and since reference counts
 touch nearly every page, Python pays a fault for each page it uses afterwards: ~1,400 faults
@@ -12,20 +12,24 @@ default set is built here as raw bits, every signal that was not originally igno
 `os.posix_spawn` also has no way to set the child's directory or hand it the terminal; the C
 library has both (`…_addchdir_np`, glibc ≥ 2.29 / musl; `…_addtcsetpgrp_np`, glibc ≥ 2.35).
 
-The C library is called through clib.py (`_ctypes`, not `ctypes`). When a function is
-missing, `spawner()` is None and spawn.py forks.
+Two ways to reach the C library, making the same calls in the same order:
+- `_overlayd_spawn`, built into the archive's interpreter (tarball/spawnmodule.c): nothing to
+  load at boot;
+- elsewhere (a pip install), clib.py (`_ctypes`, not `ctypes`): ~1 ms and ~0.25 MB more for
+  PID 1, paid at its first spawn. When a function is missing, `spawner()` is None and
+  spawn.py forks.
 """
 
 from __future__ import annotations
 
-import _ctypes
 import os
-
-from .clib import Char, CharP, Function, Int, byref, function
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
+
+    from .clib import Function
 
 # <spawn.h> flags: the same values in glibc and musl.
 SETPGROUP = 0x02
@@ -38,25 +42,56 @@ STRUCT_BYTES = 1024
 SIGSET_BYTES = 128  # sigset_t: 1024 bits in glibc (musl's is the same size)
 
 
-_Struct = Char * STRUCT_BYTES
-_Sigset = Char * SIGSET_BYTES
-
-
-def sigset(signals: Iterable[int]) -> _ctypes.Array:
+def sigset(signals: Iterable[int]) -> bytes:
     """A sigset_t with exactly these signals' bits (no sigaddset: it refuses 32 and 33)."""
     bits = 0
     for signum in signals:
         bits |= 1 << (signum - 1)
-    return _Sigset.from_buffer_copy(bits.to_bytes(SIGSET_BYTES, "little"))
+    return bits.to_bytes(SIGSET_BYTES, "little")
 
 
-def _strings(items: Iterable[str]) -> _ctypes.Array:
-    encoded = [os.fsencode(item) for item in items]
-    return (CharP * (len(encoded) + 1))(*encoded, None)
+def _flags(new_session: bool, new_group: bool) -> int:
+    flags = SETSIGMASK | SETSIGDEF
+    if new_session:
+        flags |= SETSID
+    elif new_group:
+        flags |= SETPGROUP
+    return flags
+
+
+class NativeSpawner:
+    """posix_spawn through the archive interpreter's built-in `_overlayd_spawn`."""
+
+    def __init__(self, module: object) -> None:
+        self.module = module
+
+    def spawn(
+        self,
+        program: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        mask: bytes,
+        defaults: bytes,
+        cwd: str | None,
+        new_session: bool,
+        new_group: bool,
+        terminal: int | None,
+        fds: Mapping[int, int],
+    ) -> int:
+        """The child's pid; OSError with the C library's error (clone, a file action, exec)."""
+        return self.module.spawn(  # type: ignore[attr-defined]
+            os.fsencode(program), [os.fsencode(arg) for arg in argv],
+            [os.fsencode(f"{key}={value}") for key, value in env.items()],
+            _flags(new_session, new_group), 0, mask, defaults,
+            -1 if terminal is None else terminal, list(fds.items()),
+            None if cwd is None else os.fsencode(cwd),
+        )
 
 
 class Spawner:
-    """posix_spawn with the attributes overlayd's children need (see spawn.py)."""
+    """posix_spawn with the attributes overlayd's children need (see spawn.py), through
+    `_ctypes` (clib.py)."""
 
     NAMES = (
         "posix_spawn", "posix_spawnattr_init", "posix_spawnattr_destroy",
@@ -76,8 +111,8 @@ class Spawner:
         argv: Sequence[str],
         env: Mapping[str, str],
         *,
-        mask: _ctypes.Array,
-        defaults: _ctypes.Array,
+        mask: bytes,
+        defaults: bytes,
         cwd: str | None,
         new_session: bool,
         new_group: bool,
@@ -85,21 +120,22 @@ class Spawner:
         fds: Mapping[int, int],
     ) -> int:
         """The child's pid; OSError with the C library's error (clone, a file action, exec)."""
+        from .clib import Char, CharP, Int, byref
+
         f = self.f
-        attr = _Struct()
-        actions = _Struct()
+        attr = (Char * STRUCT_BYTES)()
+        actions = (Char * STRUCT_BYTES)()
+        sigset_type = Char * SIGSET_BYTES
         _check(f["posix_spawnattr_init"](attr))
         _check(f["posix_spawn_file_actions_init"](actions))
         try:
-            flags = SETSIGMASK | SETSIGDEF
-            if new_session:
-                flags |= SETSID
-            elif new_group:
-                flags |= SETPGROUP
+            flags = _flags(new_session, new_group)
+            if flags & SETPGROUP:
                 _check(f["posix_spawnattr_setpgroup"](attr, 0))
             _check(f["posix_spawnattr_setflags"](attr, flags))
-            _check(f["posix_spawnattr_setsigmask"](attr, mask))
-            _check(f["posix_spawnattr_setsigdefault"](attr, defaults))
+            _check(f["posix_spawnattr_setsigmask"](attr, sigset_type.from_buffer_copy(mask)))
+            _check(f["posix_spawnattr_setsigdefault"](
+                attr, sigset_type.from_buffer_copy(defaults)))
             if terminal is not None:
                 if self.tcsetpgrp is None:
                     raise OSError(0, "this C library cannot hand a spawned child the terminal")
@@ -110,8 +146,8 @@ class Spawner:
                 _check(f["posix_spawn_file_actions_addchdir_np"](actions, os.fsencode(cwd)))
             pid = Int()
             _check(f["posix_spawn"](
-                byref(pid), os.fsencode(program), actions, attr, _strings(argv),
-                _strings(f"{key}={value}" for key, value in env.items()),
+                byref(pid), os.fsencode(program), actions, attr, _strings(CharP, argv),
+                _strings(CharP, (f"{key}={value}" for key, value in env.items())),
             ))
             return pid.value
         finally:
@@ -125,13 +161,24 @@ def _check(error: int) -> None:
         raise OSError(error, os.strerror(error))
 
 
-_spawner: Spawner | bool | None = False  # False: not looked up yet
+def _strings(char_p: type, items: Iterable[str]) -> object:
+    encoded = [os.fsencode(item) for item in items]
+    return (char_p * (len(encoded) + 1))(*encoded, None)  # type: ignore[operator]
 
 
-def spawner() -> Spawner | None:
+_spawner: NativeSpawner | Spawner | bool | None = False  # False: not looked up yet
+
+
+def spawner() -> NativeSpawner | Spawner | None:
     """The C library's posix_spawn, or None when a function it needs is missing."""
     global _spawner
+    if _spawner is False and "_overlayd_spawn" in sys.builtin_module_names:
+        import _overlayd_spawn  # type: ignore[import-not-found]
+
+        _spawner = NativeSpawner(_overlayd_spawn)
     if _spawner is False:
+        from .clib import function
+
         functions = {name: function(name) for name in Spawner.NAMES}
         present = {name: fn for name, fn in functions.items() if fn is not None}
         _spawner = (

@@ -6,7 +6,9 @@
     /package/overlayd/current              → overlayd-VERSION
     /package/overlayd/overlayd-VERSION/
         bin/launch          the static launcher (launcher.c): /init and every console script
-        bin/python3.11      Debian's CPython, on the archive's loader and libraries
+        bin/python3.11      Debian's CPython, linked again from Debian's objects with one
+                            built-in module more (interpreter.py), on the archive's loader
+                            and libraries
         lib/                ld-linux, libc and every library anything here needs
         lib/python3.11/     the stdlib cut to what is imported, the wheels, overlayd: .pyc only
         command/            skarnet's s6 and execline tools, and links to bin/launch
@@ -23,7 +25,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from . import archive, elf, inputs, launcher, pyruntime
+from . import archive, elf, inputs, interpreter, launcher, pyruntime
 
 REPO = Path(__file__).resolve().parent.parent
 GLIBC_PACKAGE = "libc6"
@@ -58,10 +60,12 @@ def _extract(debs: list[inputs.Input], debroot: Path) -> dict[str, set[str]]:
     return owned
 
 
-def _skarnet_tools(debroot: Path, command: Path) -> list[Path]:
+def _skarnet_tools(debroot: Path, command: Path, owned: dict[str, set[str]]) -> list[Path]:
+    """s6's and execline's programs (execlineb: the real one, not Debian's wrapper script)."""
     command.mkdir(parents=True)
+    theirs = owned["s6"] | owned["execline"]
     sources = [p for p in sorted((debroot / "usr/bin").iterdir())
-               if p.name not in ("python3.11", "execlineb")]  # execlineb: Debian's wrapper script
+               if f"usr/bin/{p.name}" in theirs and p.name != "execlineb"]
     sources += sorted((debroot / "usr/lib/execline/bin").iterdir())
     tools = []
     for source in sources:
@@ -154,13 +158,12 @@ def build(out_dir: Path, cache: Path, work: Path) -> Path:
 
     (rt / "bin").mkdir(parents=True)
     python = rt / "bin/python3.11"
-    shutil.copyfile(debroot / "usr/bin/python3.11", python)
-    python.chmod(0o755)
+    interpreter.build(debroot, debs, work / "interpreter", python)
     stdlib = "lib/python3.11"
     extensions = pyruntime.install(debroot, site, rt / stdlib, f"{runtime}/{stdlib}")
     for extension in extensions:
         elf.strip(extension)
-    tools = _skarnet_tools(debroot, rt / "command")
+    tools = _skarnet_tools(debroot, rt / "command", owned)
     libs = _libraries(debroot, [python, *extensions, *tools], rt / "lib")
     glibc = {Path(p).name for p in owned[GLIBC_PACKAGE]}
     for path in [python, *extensions, *tools, *(p for p in libs if p.name not in glibc)]:

@@ -346,3 +346,72 @@ def test_rebuilding_from_the_same_inputs_gives_the_same_bytes(tmp_path: Path) ->
     assert rebuilt.name == TARBALL.name
     digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (rebuilt, TARBALL)]
     assert digest[0] == digest[1]
+
+
+def _signal_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(("SigBlk", "SigIgn"))]
+
+
+def _ignore_sigurg() -> None:
+    signal.signal(signal.SIGURG, signal.SIG_IGN)
+
+
+def test_busybox_root_pid1_spawns_through_the_built_in_module_not_ctypes(busybox: Path) -> None:
+    """The archive's interpreter has posix_spawn built in (tarball/spawnmodule.c): PID 1 never
+    maps _ctypes or libffi, and the CMD gets the ignored signals PID 1 was given (the C
+    library's own 32 and 33 at their default), as the same chain without overlayd gives them.
+    (The chain's shell clears the mask; the next test covers the mask.)"""
+    bare = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount",
+         *boot_argv(busybox, "cat", "/proc/self/status")],
+        env={"PATH": ENV_PATH}, capture_output=True, text=True, timeout=30,
+        preexec_fn=_ignore_sigurg,
+    )
+    assert bare.returncode == 0, bare.stderr
+    given = _signal_lines(bare.stdout)
+    assert int(given[1].split()[1], 16) & 1 << (signal.SIGURG - 1)  # the probe sees it
+    with ChrootBoot(busybox, ["cat", "/proc/self/status", "/proc/1/maps"],
+                    preexec=_ignore_sigurg) as box:
+        assert box.wait() == 0
+    assert _signal_lines(box.output) == given, box.output
+    assert "python3.11" in box.output  # PID 1's maps were read
+    assert "_ctypes" not in box.output and "libffi" not in box.output
+
+
+NATIVE_SPAWN = """
+import _signal, os
+import _overlayd_boot
+from overlayd import vspawn
+spawner = vspawn.spawner()
+assert type(spawner).__name__ == "NativeSpawner", spawner
+_signal.signal(_signal.SIGURG, _signal.SIG_IGN)
+r, w = os.pipe()
+pid = spawner.spawn(
+    "/bin/sh", ["sh", "-c", "pwd; grep -E '^Sig(Blk|Ign)' /proc/self/status; echo via-fd-5 >&5"],
+    {"PATH": "/bin"}, mask=vspawn.sigset([_signal.SIGPROF]),
+    defaults=vspawn.sigset(s for s in range(1, 65) if s not in (9, 19, _signal.SIGURG)),
+    cwd="/tmp", new_session=False, new_group=True, terminal=None, fds={5: w},
+)
+os.close(w)
+print(os.read(r, 100).decode().strip())
+print("exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_the_built_in_spawn_gives_the_child_its_mask_ignored_signals_directory_and_fds(
+    busybox: Path,
+) -> None:
+    """vspawn's native way, driven directly: mask and default set as raw bits (SIGPROF blocked,
+    SIGURG left ignored, 32 and 33 at their default), the directory, a dup2 to fd 5."""
+    python = "/package/overlayd/current/bin/python3.11"
+    done = subprocess.run(  # in the root, with its /proc
+        ["unshare", "--pid", "--fork", "--mount",
+         *boot_argv(busybox, python, "-I", "-S", "-c", NATIVE_SPAWN)],
+        env={"PATH": ENV_PATH}, capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "/tmp"
+    assert _signal_lines(done.stdout) == [f"SigBlk:\t{1 << (signal.SIGPROF - 1):016x}",
+                                          f"SigIgn:\t{1 << (signal.SIGURG - 1):016x}"]
+    assert lines[-2:] == ["via-fd-5", "exit 0"]
