@@ -13,11 +13,11 @@ default set is built here as raw bits, every signal that was not originally igno
 library has both (`…_addchdir_np`, glibc ≥ 2.29 / musl; `…_addtcsetpgrp_np`, glibc ≥ 2.35).
 
 Two ways to reach the C library, making the same calls in the same order:
-- `_overlayd_spawn`, built into the archive's interpreter (tarball/spawnmodule.c): nothing to
-  load at boot;
-- elsewhere (a pip install), clib.py (`_ctypes`, not `ctypes`): ~1 ms and ~0.25 MB more for
-  PID 1, paid at its first spawn. When a function is missing, `spawner()` is None and
-  spawn.py forks.
+- in the archive, its own C module `_overlayd_spawn` (tarball/spawnmodule.c): ~17 KB that
+  needs only the C library;
+- elsewhere (a pip install), clib.py (`_ctypes`, not `ctypes`): ~1 ms more at PID 1's first
+  spawn (loading _ctypes and libffi, declaring the C types) and ~0.25 MB more of PID 1.
+When a function is missing, `spawner()` is None and spawn.py forks.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _flags(new_session: bool, new_group: bool) -> int:
 
 
 class NativeSpawner:
-    """posix_spawn through the archive interpreter's built-in `_overlayd_spawn`."""
+    """posix_spawn through the archive's C module `_overlayd_spawn`."""
 
     def __init__(self, module: object) -> None:
         self.module = module
@@ -172,10 +172,13 @@ _spawner: NativeSpawner | Spawner | bool | None = False  # False: not looked up 
 def spawner() -> NativeSpawner | Spawner | None:
     """The C library's posix_spawn, or None when a function it needs is missing."""
     global _spawner
-    if _spawner is False and "_overlayd_spawn" in sys.builtin_module_names:
-        import _overlayd_spawn  # type: ignore[import-not-found]
-
-        _spawner = NativeSpawner(_overlayd_spawn)
+    if _spawner is False and "_overlayd_boot" in sys.modules:  # started by the archive's launcher
+        try:
+            import _overlayd_spawn  # type: ignore[import-not-found]
+        except ImportError:
+            pass  # (a damaged extraction: the launcher's check names it at the next start)
+        else:
+            _spawner = NativeSpawner(_overlayd_spawn)
     if _spawner is False:
         from .clib import function
 

@@ -6,11 +6,10 @@
     /package/overlayd/current              → overlayd-VERSION
     /package/overlayd/overlayd-VERSION/
         bin/launch          the static launcher (launcher.c): /init and every console script
-        bin/python3.11      Debian's CPython, linked again from Debian's objects with one
-                            built-in module more (interpreter.py), on the archive's loader
-                            and libraries
+        bin/python3.11      Debian's CPython, on the archive's loader and libraries
         lib/                ld-linux, libc and every library anything here needs
-        lib/python3.11/     the stdlib cut to what is imported, the wheels, overlayd: .pyc only
+        lib/python3.11/     the stdlib cut to what is imported, the wheels, overlayd: .pyc only;
+                            lib-dynload/ also holds our _overlayd_spawn (cmodule.py)
         command/            skarnet's s6 and execline tools, and links to bin/launch
         share/licenses/     the copyright files of every Debian package and wheel used
         MANIFEST            the inputs (name, version, sha256) and every file's sha256
@@ -25,7 +24,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from . import archive, elf, inputs, interpreter, launcher, pyruntime
+from . import archive, cmodule, elf, inputs, launcher, pyruntime
 
 REPO = Path(__file__).resolve().parent.parent
 GLIBC_PACKAGE = "libc6"
@@ -158,9 +157,11 @@ def build(out_dir: Path, cache: Path, work: Path) -> Path:
 
     (rt / "bin").mkdir(parents=True)
     python = rt / "bin/python3.11"
-    interpreter.build(debroot, debs, work / "interpreter", python)
+    shutil.copyfile(debroot / "usr/bin/python3.11", python)
+    python.chmod(0o755)
     stdlib = "lib/python3.11"
     extensions = pyruntime.install(debroot, site, rt / stdlib, f"{runtime}/{stdlib}")
+    extensions.append(cmodule.build(debroot, debs, rt / stdlib / "lib-dynload"))
     for extension in extensions:
         elf.strip(extension)
     tools = _skarnet_tools(debroot, rt / "command", owned)

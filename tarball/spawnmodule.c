@@ -1,10 +1,10 @@
-/* _overlayd_spawn: the C library's posix_spawn, built into the archive's interpreter.
+/* _overlayd_spawn: the C library's posix_spawn, for the archive's PID 1.
  *
  * overlayd/vspawn.py starts PID 1's children with posix_spawn; outside the archive it calls
  * the C library through _ctypes, which costs every boot ~1 ms (loading _ctypes and libffi,
- * declaring the C types) and ~0.25 MB of PID 1's memory. The archive's interpreter is linked
- * with this module instead (tarball/interpreter.py), and vspawn.py uses it when it is there:
- * the same calls, in the same order, with the same arguments.
+ * declaring the C types) and ~0.25 MB of PID 1's memory. The archive ships this module
+ * instead (tarball/cmodule.py builds it), and vspawn.py uses it there: the same calls, in the
+ * same order, with the same arguments.
  *
  *   spawn(program, argv, envp, flags, pgroup, mask, defaults, terminal, dups, cwd) -> pid
  *

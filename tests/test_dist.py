@@ -356,9 +356,9 @@ def _ignore_sigurg() -> None:
     signal.signal(signal.SIGURG, signal.SIG_IGN)
 
 
-def test_busybox_root_pid1_spawns_through_the_built_in_module_not_ctypes(busybox: Path) -> None:
-    """The archive's interpreter has posix_spawn built in (tarball/spawnmodule.c): PID 1 never
-    maps _ctypes or libffi, and the CMD gets the ignored signals PID 1 was given (the C
+def test_busybox_root_pid1_spawns_through_its_own_c_module_not_ctypes(busybox: Path) -> None:
+    """The archive has its own posix_spawn module (tarball/spawnmodule.c): PID 1 never maps
+    _ctypes or libffi, and the CMD gets the ignored signals PID 1 was given (the C
     library's own 32 and 33 at their default), as the same chain without overlayd gives them.
     (The chain's shell clears the mask; the next test covers the mask.)"""
     bare = subprocess.run(
@@ -376,11 +376,12 @@ def test_busybox_root_pid1_spawns_through_the_built_in_module_not_ctypes(busybox
     assert _signal_lines(box.output) == given, box.output
     assert "python3.11" in box.output  # PID 1's maps were read
     assert "_ctypes" not in box.output and "libffi" not in box.output
+    assert "_overlayd_spawn" in box.output
 
 
 NATIVE_SPAWN = """
 import _signal, os
-import _overlayd_boot
+import _overlayd_boot  # (as the launcher starts every program: vspawn then takes the C module)
 from overlayd import vspawn
 spawner = vspawn.spawner()
 assert type(spawner).__name__ == "NativeSpawner", spawner
@@ -398,7 +399,7 @@ print("exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 """
 
 
-def test_the_built_in_spawn_gives_the_child_its_mask_ignored_signals_directory_and_fds(
+def test_the_c_module_spawn_gives_the_child_its_mask_ignored_signals_directory_and_fds(
     busybox: Path,
 ) -> None:
     """vspawn's native way, driven directly: mask and default set as raw bits (SIGPROF blocked,
