@@ -22,13 +22,13 @@ import os
 import sys
 
 from . import log
-from .supervise_dir import SuperviseDir
 from .svscan_control import SvscanControl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .service import Service
     from .stages import Container
+    from .supervise_dir import SuperviseDir
     from .supervisor import Supervisor
 
 S6_DIR = "/run/s6"
@@ -70,13 +70,26 @@ def _same_place(a: str, b: str) -> bool:
         return False
 
 
+def _mkdirs(path: str) -> None:
+    """`os.makedirs(path, 0o755, exist_ok=True)` (every missing level 0755), at one mkdir for
+    the usual case: a fresh container's /run has none of them, and its parent is there."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileNotFoundError:
+        _mkdirs(os.path.dirname(path))
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
+
 def _symlink(link: str, target: str) -> None:
     """Make `link` point at `target`, replacing a stale link (never a real file or directory)."""
     try:
         os.symlink(target, link)  # a fresh container: one call
         return
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
+        _mkdirs(os.path.dirname(link))
         os.symlink(target, link)
         return
     except FileExistsError:
@@ -85,7 +98,7 @@ def _symlink(link: str, target: str) -> None:
         return
     if os.path.islink(link):
         os.unlink(link)
-    os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
+    _mkdirs(os.path.dirname(link))
     os.symlink(target, link)
 
 
@@ -102,7 +115,7 @@ class S6Paths:
     def make(self) -> None:
         """Make every path; each failure is one line naming it."""
         cfg = self.container.cfg
-        self.live_ok = self._try(SERVICES_DIR, lambda: os.makedirs(SERVICES_DIR, 0o755, True))
+        self.live_ok = self._try(SERVICES_DIR, lambda: _mkdirs(SERVICES_DIR))
         if self.live_ok:
             self.svscan = SvscanControl(
                 SERVICES_DIR, self.container.loop, self._rescan, self._terminate
@@ -113,7 +126,7 @@ class S6Paths:
         for link in CONTENV_LINKS:
             self._try(link, lambda link=link: _symlink(link, cfg.env_dir))
         self._try(V3_EXITCODE, self._make_v3_exitcode)
-        self._try(V2_STAGE3_DIR, lambda: os.makedirs(V2_STAGE3_DIR, 0o755, True))
+        self._try(V2_STAGE3_DIR, lambda: _mkdirs(V2_STAGE3_DIR))
         for name in HALT_COMMANDS:
             path = os.path.join(BASEDIR_BIN, name)
             self._try(path, lambda path=path, name=name: self._write_halt(path, name))
@@ -136,23 +149,31 @@ class S6Paths:
     @staticmethod
     def _make_v3_exitcode() -> None:
         """Present and empty: an empty file means "no code", so the CMD's code still counts."""
-        os.makedirs(V3_RESULTS_DIR, 0o755, exist_ok=True)
+        _mkdirs(V3_RESULTS_DIR)
         os.close(os.open(V3_EXITCODE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
 
     def _write_halt(self, path: str, name: str) -> None:
-        os.makedirs(BASEDIR_BIN, 0o755, exist_ok=True)
+        _mkdirs(BASEDIR_BIN)
         socket = _quote(self.container.cfg.socket_path)
         body = (
             "#!/bin/sh\n"
             f"# {name}: stop the container (overlayd); the exit code is decided by overlayd\n"
             f"OVERLAY_SOCKET={socket} exec {_quote(sys.executable)} -I "
             f"-m overlayctl.s6cmds {name} \"$@\"\n"
-        )
-        temporary = path + ".new"
-        with open(temporary, "w") as handle:
-            handle.write(body)
-        os.chmod(temporary, 0o755)
-        os.rename(temporary, path)
+        ).encode()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:  # a fresh container: written in place, nobody can have it open yet
+            fd = os.open(path, flags, 0o755)
+        except FileExistsError:  # an earlier run's: replaced whole, never seen half-written
+            temporary = path + ".new"
+            try:
+                os.unlink(temporary)
+            except FileNotFoundError:
+                pass
+            _write_all(os.open(temporary, flags, 0o755), body)
+            os.rename(temporary, path)
+            return
+        _write_all(fd, body)
 
     # --- services --------------------------------------------------------------------------
     def live_dir(self, name: str) -> str:
@@ -166,6 +187,8 @@ class S6Paths:
         if previous is not None:  # a name that came back after a rescan: a new Service
             previous.close(announce=False)
         live = self.live_dir(service.name)
+        from .supervise_dir import SuperviseDir  # (a container with no service never needs it)
+
         try:
             _populate(live, service.definition.directory)
             supervise = SuperviseDir(service, live, self.container.loop)
@@ -194,6 +217,17 @@ class S6Paths:
         self.container.request_shutdown(reason=reason)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write `data` to `fd`, mode 0755 whatever the umask, and close it."""
+    try:
+        os.fchmod(fd, 0o755)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def _quote(text: str) -> str:
     """Single-quoted for sh (shlex would cost PID 1 the import of re)."""
     return "'" + text.replace("'", "'\\''") + "'"
@@ -205,7 +239,7 @@ def _populate(live: str, definition_dir: str) -> None:
     Links left by an earlier boot are replaced; files overlayd's tools made there (a `down`
     from `s6-svc -D`) are left as they are.
     """
-    os.makedirs(live, 0o755, exist_ok=True)
+    _mkdirs(live)
     wanted = {n for n in os.listdir(definition_dir) if n not in NOT_LINKED}
     for name in os.listdir(live):
         path = os.path.join(live, name)
