@@ -59,11 +59,9 @@ def _flags(new_session: bool, new_group: bool) -> int:
     return flags
 
 
-class NativeSpawner:
-    """posix_spawn through the archive's C module `_overlayd_spawn`."""
-
-    def __init__(self, module: object) -> None:
-        self.module = module
+class _Spawner:
+    """posix_spawn with the attributes overlayd's children need (see spawn.py); `_spawn` is
+    how one way reaches the C library."""
 
     def spawn(
         self,
@@ -80,18 +78,34 @@ class NativeSpawner:
         fds: Mapping[int, int],
     ) -> int:
         """The child's pid; OSError with the C library's error (clone, a file action, exec)."""
+        return self._spawn(program, argv, env, _flags(new_session, new_group), mask, defaults,
+                           cwd, terminal, fds)
+
+    def _spawn(self, program: str, argv: Sequence[str], env: Mapping[str, str], flags: int,
+               mask: bytes, defaults: bytes, cwd: str | None, terminal: int | None,
+               fds: Mapping[int, int]) -> int:
+        raise NotImplementedError
+
+
+class NativeSpawner(_Spawner):
+    """Through the archive's C module `_overlayd_spawn`."""
+
+    def __init__(self, module: object) -> None:
+        self.module = module
+
+    def _spawn(self, program: str, argv: Sequence[str], env: Mapping[str, str], flags: int,
+               mask: bytes, defaults: bytes, cwd: str | None, terminal: int | None,
+               fds: Mapping[int, int]) -> int:
         return self.module.spawn(  # type: ignore[attr-defined]
             os.fsencode(program), [os.fsencode(arg) for arg in argv],
             [os.fsencode(f"{key}={value}") for key, value in env.items()],
-            _flags(new_session, new_group), 0, mask, defaults,
-            -1 if terminal is None else terminal, list(fds.items()),
+            flags, 0, mask, defaults, -1 if terminal is None else terminal, list(fds.items()),
             None if cwd is None else os.fsencode(cwd),
         )
 
 
-class Spawner:
-    """posix_spawn with the attributes overlayd's children need (see spawn.py), through
-    `_ctypes` (clib.py)."""
+class Spawner(_Spawner):
+    """Through `_ctypes` (clib.py)."""
 
     NAMES = (
         "posix_spawn", "posix_spawnattr_init", "posix_spawnattr_destroy",
@@ -105,21 +119,9 @@ class Spawner:
         self.f = functions
         self.tcsetpgrp = tcsetpgrp  # None before glibc 2.35 (and on musl)
 
-    def spawn(
-        self,
-        program: str,
-        argv: Sequence[str],
-        env: Mapping[str, str],
-        *,
-        mask: bytes,
-        defaults: bytes,
-        cwd: str | None,
-        new_session: bool,
-        new_group: bool,
-        terminal: int | None,
-        fds: Mapping[int, int],
-    ) -> int:
-        """The child's pid; OSError with the C library's error (clone, a file action, exec)."""
+    def _spawn(self, program: str, argv: Sequence[str], env: Mapping[str, str], flags: int,
+               mask: bytes, defaults: bytes, cwd: str | None, terminal: int | None,
+               fds: Mapping[int, int]) -> int:
         from .clib import Char, CharP, Int, byref
 
         f = self.f
@@ -129,7 +131,6 @@ class Spawner:
         _check(f["posix_spawnattr_init"](attr))
         _check(f["posix_spawn_file_actions_init"](actions))
         try:
-            flags = _flags(new_session, new_group)
             if flags & SETPGROUP:
                 _check(f["posix_spawnattr_setpgroup"](attr, 0))
             _check(f["posix_spawnattr_setflags"](attr, flags))
