@@ -11,6 +11,7 @@ overlayd build. Without a working overlayd its cells read "n/a", with the reason
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 
@@ -35,6 +36,7 @@ def main(argv: list[str]) -> int:
     rows: list[Row] = []
     started = time.monotonic()
     for name in names:
+        os.sync()  # each figure starts with nothing left to write back from the one before
         t0 = time.monotonic()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         try:
