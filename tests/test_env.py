@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from pathlib import Path
 
+from overlayd import contenv
 from tests.conftest import needs_root
 from tests.harness import PYTHON, Tree
 
@@ -109,3 +111,35 @@ def test_a_fifo_in_the_environment_store_is_skipped_not_waited_on(tmp_path: Path
     os.mkfifo(tmp_path / "A_FIFO")
     (tmp_path / "A_DIR").mkdir()
     assert contenv.load(str(tmp_path)) == {"GOOD": "yes"}
+
+
+def test_a_restart_keeps_files_already_holding_their_value_and_replaces_the_rest(
+    tmp_path: Path,
+) -> None:
+    """A restart with /run kept: a file that is exactly what a new one would be is kept (no new
+    file); a changed value, a looser mode, a second link or a symlink is made anew; names the
+    new environment lacks are removed; a directory of a variable's name is left alone."""
+    store = tmp_path / "container_environment"
+    contenv.save(str(store), {"SAME": "v", "CHANGED": "old", "LOOSE": "x", "LINKED": "y",
+                              "GONE": "z"})
+    for path in store.iterdir():  # a mark a file made anew cannot have (inode numbers recur)
+        os.utime(path, (1_000_000, 1_000_000))
+    (store / "LOOSE").chmod(0o644)
+    os.link(store / "LINKED", tmp_path / "elsewhere")
+    (store / "LINK").symlink_to(tmp_path / "elsewhere")
+    (store / "DIR").mkdir()
+    contenv.save(str(store), {"SAME": "v", "CHANGED": "new", "LOOSE": "x", "LINKED": "y",
+                              "LINK": "l", "DIR": "d"})
+    assert (store / "SAME").stat().st_mtime == 1_000_000  # kept
+    for name in ("CHANGED", "LOOSE", "LINKED"):
+        assert (store / name).stat().st_mtime != 1_000_000, name  # made anew
+    assert not (store / "LINK").is_symlink() and (store / "LINK").read_text() == "l"
+    assert (tmp_path / "elsewhere").read_text() == "y"  # nothing followed, nothing written
+    assert sorted(p.name for p in store.iterdir()) == [
+        "CHANGED", "DIR", "LINK", "LINKED", "LOOSE", "SAME"]
+    for path in store.iterdir():
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+            assert path.stat().st_nlink == 1, path.name
+    assert contenv.load(str(store)) == {"SAME": "v", "CHANGED": "new", "LOOSE": "x",
+                                        "LINKED": "y", "LINK": "l"}
