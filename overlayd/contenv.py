@@ -17,6 +17,7 @@ import sys
 import time
 
 from . import log
+from .smallfile import holds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
             left = {e.name for e in entries if not e.is_dir(follow_symlinks=False)}
         kept = set()
         for name, value in environ.items():
-            if name in left and _valid_name(name) and _holds(dir_fd, name, _encoded(value)):
+            if name in left and _valid_name(name) and holds(name, _encoded(value), 0o600, dir_fd):
                 kept.add(name)
         for stale in left - kept:
             os.unlink(stale, dir_fd=dir_fd)
@@ -108,26 +109,6 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
 
 def _encoded(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
-
-
-def _holds(dir_fd: int, name: str, data: bytes) -> bool:
-    """Is `name` a regular file of ours, mode 0600, one link, holding exactly `data`?"""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        info = os.fstat(fd)
-        if (not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o600
-                or info.st_uid != os.geteuid() or info.st_nlink != 1
-                or info.st_size != len(data)):
-            return False
-        return os.read(fd, len(data) + 1) == data
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def _read_value(path: str) -> str | None:

@@ -1,5 +1,6 @@
 """Reading the small files of a service definition (timeouts, signals, fds, health settings,
-s6-rc.d's `type`, `up`, dependency lists) the one way PID 1 may: never waiting.
+s6-rc.d's `type`, `up`, dependency lists) the one way PID 1 may: never waiting. Also the check
+that a file overlayd made on an earlier run is already the one it would make now (`holds`).
 
 One open, one read, no buffered text layer. O_NONBLOCK: a FIFO planted where a file is
 expected reads as empty instead of waiting for a writer, which would stop PID 1 (its signal
@@ -9,6 +10,7 @@ handlers only queue, so not even SIGTERM would end the wait).
 from __future__ import annotations
 
 import os
+import stat
 
 #: What a one-line settings file may hold; more is not read.
 SMALL = 4096
@@ -33,3 +35,24 @@ def read_text(path: str, limit: int = SMALL) -> str | None:
     """`read_small` as text (undecodable bytes replaced), stripped; None when absent."""
     data = read_small(path, limit)
     return None if data is None else data.decode("utf-8", "replace").strip()
+
+
+def holds(name: str, data: bytes, mode: int, dir_fd: int | None = None) -> bool:
+    """Is `name` a regular file of this process's user, with exactly `mode` and one link,
+    holding exactly `data`? A symlink is not followed and a FIFO never waited on (False)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if (not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) != mode
+                or info.st_uid != os.geteuid() or info.st_nlink != 1
+                or info.st_size != len(data)):
+            return False
+        return os.read(fd, len(data) + 1) == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
