@@ -542,17 +542,15 @@ class Container:
 
 
 def lean_boot(cfg: Config) -> bool:
-    """Has the image nothing to prepare or supervise? True when fix-attrs.d does not exist and
-    cont-init.d, services.d, s6-rc.d and user-bundles.d are each missing or empty.
+    """Has the image nothing to prepare or supervise? True when fix-attrs.d, cont-init.d,
+    services.d, s6-rc.d and user-bundles.d are each missing or empty.
 
-    Then stage 2 is the CMD alone, exactly as the graph would have run it (its three built-in
-    steps have nothing to do), and the supervisor, the trees' reader and the graph (~3 ms of
-    imports, and their memory) are never loaded. Anything at all in one of them, even a
+    Then stage 2 is the CMD alone, as the graph would have run it (its three built-in steps
+    have nothing to do; their "starting"/"up" lines are not logged), and the supervisor, the
+    trees' reader and the graph (~3 ms of imports, and their memory) are never loaded. Anything at all in one of them, even a
     broken entry or a file where a directory belongs, takes the full path, which reports it.
     """
-    if os.path.lexists(cfg.etc("fix-attrs.d")):
-        return False
-    for path in (cfg.etc("cont-init.d"), cfg.etc("services.d"),
+    for path in (cfg.etc("fix-attrs.d"), cfg.etc("cont-init.d"), cfg.etc("services.d"),
                  os.path.join(cfg.s6_overlay_dir, "s6-rc.d"), cfg.bundle_dir):
         try:
             with os.scandir(path) as entries:

@@ -154,6 +154,24 @@ def test_docker_stop_during_cont_init_starts_no_service_and_no_cmd(boot, tree: T
 # --- rescan ------------------------------------------------------------------------------------
 
 
+def test_an_image_booted_with_nothing_to_supervise_starts_services_a_rescan_finds(
+    boot, tree: Tree
+) -> None:
+    """The lean boot (no tree at all) loads no supervisor; a SIGHUP rescan after a service
+    directory appeared makes one and starts the service, and a stop stops it."""
+    booted = boot()
+    booted.wait_for("running until told to stop")
+    tree.service("late", "echo late-up; exec sleep 100")
+    booted.kill(signal.SIGHUP)
+    booted.wait_for("^late-up$")
+    with booted.client() as client:
+        assert [(s["name"], s["state"]) for s in client.status()] == [("late", "up")]
+    booted.kill(signal.SIGTERM)
+    assert booted.wait() == 0
+    assert booted.count("stopping services") == 1, booted.output
+    assert booted.count("fix-attrs") == 0, booted.output  # the lean boot: no graph was run
+
+
 def test_hup_during_cont_init_starts_no_service_before_cont_init_has_finished(
     boot, tree: Tree
 ) -> None:
