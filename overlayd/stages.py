@@ -547,8 +547,9 @@ def lean_boot(cfg: Config) -> bool:
 
     Then stage 2 is the CMD alone, as the graph would have run it (its three built-in steps
     have nothing to do; their "starting"/"up" lines are not logged), and the supervisor, the
-    trees' reader and the graph (~3 ms of imports, and their memory) are never loaded. Anything at all in one of them, even a
-    broken entry or a file where a directory belongs, takes the full path, which reports it.
+    trees' reader and the graph (~3 ms of imports, and their memory) are never loaded.
+    Anything at all in one of them, even a broken entry or a file where a directory belongs,
+    takes the full path, which reports it.
     """
     for path in (cfg.etc("fix-attrs.d"), cfg.etc("cont-init.d"), cfg.etc("services.d"),
                  os.path.join(cfg.s6_overlay_dir, "s6-rc.d"), cfg.bundle_dir):
