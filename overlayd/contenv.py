@@ -76,14 +76,13 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
     try:
         with os.scandir(dir_fd) as entries:  # the entry types come with the listing
             left = {e.name for e in entries if not e.is_dir(follow_symlinks=False)}
-        kept = set()
-        for name, value in environ.items():
-            if name in left and _valid_name(name) and holds(name, _encoded(value), 0o600, dir_fd):
-                kept.add(name)
+        wanted = {name: value.encode("utf-8", "surrogateescape")
+                  for name, value in environ.items() if _valid_name(name)}
+        kept = {name for name in left & wanted.keys() if holds(name, wanted[name], 0o600, dir_fd)}
         for stale in left - kept:
             os.unlink(stale, dir_fd=dir_fd)
-        for name, value in environ.items():
-            if name in kept or not _valid_name(name):
+        for name, data in wanted.items():
+            if name in kept:
                 continue
             try:
                 fd = os.open(
@@ -96,7 +95,7 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
                 log.warn(f"cannot save {name} in {directory}: {exc.strerror}")
                 continue
             try:
-                os.write(fd, _encoded(value))
+                os.write(fd, data)
             finally:
                 os.close(fd)
     finally:
@@ -105,10 +104,6 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
     stale = _cache.pop(directory, None)
     if stale is not None:
         stale.close()
-
-
-def _encoded(value: str) -> bytes:
-    return value.encode("utf-8", "surrogateescape")
 
 
 def _read_value(path: str) -> str | None:

@@ -99,7 +99,7 @@ class NativeSpawner(_Spawner):
         return self.module.spawn(  # type: ignore[attr-defined]
             os.fsencode(program), [os.fsencode(arg) for arg in argv],
             [os.fsencode(f"{key}={value}") for key, value in env.items()],
-            flags, 0, mask, defaults, -1 if terminal is None else terminal, list(fds.items()),
+            flags, mask, defaults, -1 if terminal is None else terminal, list(fds.items()),
             None if cwd is None else os.fsencode(cwd),
         )
 

@@ -27,11 +27,12 @@ def _same_version(debs: list[inputs.Input]) -> None:
 
 
 def build(debroot: Path, debs: list[inputs.Input], dynload: Path) -> Path:
-    """Compile the module into `dynload`; returns its path."""
+    """Compile the module into `dynload`; returns its path (stripped with the other
+    extensions by build.py)."""
     _same_version(debs)
     output = dynload / NAME
     subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-O2", "-DNDEBUG", "-s", "-Wall", "-Wextra", "-Werror",
+        ["gcc", "-shared", "-fPIC", "-O2", "-DNDEBUG", "-Wall", "-Wextra", "-Werror",
          # Debian's pyconfig.h includes <x86_64-linux-gnu/python3.11/pyconfig.h>: from debroot
          "-I", str(debroot / "usr/include/python3.11"), "-I", str(debroot / "usr/include"),
          # no build path in the binary: the same inputs give the same bytes anywhere

@@ -6,10 +6,11 @@
  * instead (tarball/cmodule.py builds it), and vspawn.py uses it there: the same calls, in the
  * same order, with the same arguments.
  *
- *   spawn(program, argv, envp, flags, pgroup, mask, defaults, terminal, dups, cwd) -> pid
+ *   spawn(program, argv, envp, flags, mask, defaults, terminal, dups, cwd) -> pid
  *
- * program, argv[i], envp[i], cwd: bytes (cwd may be None); mask and defaults: the raw bits of
- * a sigset_t (bytes of its exact size: sigaddset refuses the C library's own signals 32 and
+ * program, argv[i], envp[i], cwd: bytes (cwd may be None); flags: posix_spawnattr_setflags's
+ * (with POSIX_SPAWN_SETPGROUP the child leads a group of its own); mask and defaults: the raw
+ * bits of a sigset_t (bytes of its exact size: sigaddset refuses the C library's own signals 32 and
  * 33, which must be in `defaults` for the child to get them at their default); terminal: the
  * fd whose foreground group the child takes (posix_spawn_file_actions_addtcsetpgrp_np), or
  * -1; dups: (target, source) pairs, each a dup2(source, target) in the child. OSError with
@@ -79,10 +80,10 @@ static PyObject *overlayd_spawn(PyObject *module, PyObject *args)
     (void)module;
     const char *program;
     PyObject *argv_seq, *envp_seq, *dups, *cwd;
-    int flags, pgroup, terminal;
+    int flags, terminal;
     Py_buffer mask, defaults;
-    if (!PyArg_ParseTuple(args, "yOOiiy*y*iOO", &program, &argv_seq, &envp_seq, &flags, &pgroup,
-                          &mask, &defaults, &terminal, &dups, &cwd))
+    if (!PyArg_ParseTuple(args, "yOOiy*y*iOO", &program, &argv_seq, &envp_seq, &flags, &mask,
+                          &defaults, &terminal, &dups, &cwd))
         return NULL;
     PyObject *result = NULL;
     char **argv = NULL, **envp = NULL;
@@ -115,7 +116,7 @@ static PyObject *overlayd_spawn(PyObject *module, PyObject *args)
         goto done;
     }
     if (flags & POSIX_SPAWN_SETPGROUP)
-        error = posix_spawnattr_setpgroup(&attr, pgroup);
+        error = posix_spawnattr_setpgroup(&attr, 0);
     if (!error)
         error = posix_spawnattr_setflags(&attr, (short)flags);
     if (!error)
@@ -155,7 +156,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"spawn", overlayd_spawn, METH_VARARGS,
-     "spawn(program, argv, envp, flags, pgroup, mask, defaults, terminal, dups, cwd) -> pid"},
+     "spawn(program, argv, envp, flags, mask, defaults, terminal, dups, cwd) -> pid"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -169,10 +170,5 @@ static struct PyModuleDef definition = {
 
 PyMODINIT_FUNC PyInit__overlayd_spawn(void)
 {
-    PyObject *module = PyModule_Create(&definition);
-    if (module && PyModule_AddIntConstant(module, "SIGSET_BYTES", sizeof(sigset_t)) < 0) {
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
+    return PyModule_Create(&definition);
 }
