@@ -65,8 +65,13 @@ def _make_private_dir(directory: str) -> int:
     return fd
 
 
-def save(directory: str, environ: Mapping[str, str]) -> None:
-    """Write `environ` into `directory`, replacing whatever an earlier run left there."""
+def save(directory: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """Write `environ` into `directory`, replacing whatever an earlier run left there.
+
+    Returns what `load(directory)` would now give, without reading the files back: until a
+    child runs, nothing else of the container can have changed them (stages.py gives it to
+    the first child, the CMD of an image with nothing else to start).
+    """
     dir_fd = _make_private_dir(directory)
     # Files are created anew under umask 077: born 0600, with no fchmod per variable. An
     # earlier run's file that already holds the value (a restart with /run kept) is kept: it
@@ -81,6 +86,7 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
         kept = {name for name in left & wanted.keys() if holds(name, wanted[name], 0o600, dir_fd)}
         for stale in left - kept:
             os.unlink(stale, dir_fd=dir_fd)
+        stored = {name: environ[name] for name in kept}
         for name, data in wanted.items():
             if name in kept:
                 continue
@@ -95,7 +101,8 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
                 log.warn(f"cannot save {name} in {directory}: {exc.strerror}")
                 continue
             try:
-                os.write(fd, data)
+                if os.write(fd, data) == len(data):
+                    stored[name] = environ[name]
             finally:
                 os.close(fd)
     finally:
@@ -104,6 +111,22 @@ def save(directory: str, environ: Mapping[str, str]) -> None:
     stale = _cache.pop(directory, None)
     if stale is not None:
         stale.close()
+    return _as_loaded(directory, stored)
+
+
+def _as_loaded(directory: str, stored: dict[str, str]) -> dict[str, str]:
+    """`stored` (name → the value written to its file) as `load` reads it back: one trailing
+    newline dropped, a value too large to pass to a program left out (and said)."""
+    environ: dict[str, str] = {}
+    for name, written in stored.items():
+        value = written[:-1] if written.endswith("\n") else written
+        if _too_large(name, value):  # (not from PID 1's own environment: it came by exec)
+            size = len(written.encode("utf-8", "surrogateescape"))
+            log.warn(_too_large_line(name, directory, size))
+            continue
+        environ[name] = value
+    _check_total(directory, environ)
+    return environ
 
 
 def _read_value(path: str) -> str | None:
@@ -195,11 +218,7 @@ class _Store:
                         changed = True
                     if value is not None and _too_large(name, value):
                         if old is None or old[0] != key:  # said once per change
-                            log.warn(
-                                f"{name} in {directory} holds {info.st_size} bytes, more than "
-                                f"the kernel passes to a program ({MAX_VARIABLE} for "
-                                "NAME=VALUE); left out of the environment of every process"
-                            )
+                            log.warn(_too_large_line(name, directory, info.st_size))
                         value = None
                     files[name] = (key, value)
         if changed or files.keys() != self.files.keys():
@@ -209,6 +228,12 @@ class _Store:
         self.looked = now
         self.links = links
         return self.environ
+
+
+def _too_large_line(name: str, directory: str, size: int) -> str:
+    return (f"{name} in {directory} holds {size} bytes, more than the kernel passes to a "
+            f"program ({MAX_VARIABLE} for NAME=VALUE); left out of the environment of every "
+            "process")
 
 
 def _too_large(name: str, value: str) -> bool:

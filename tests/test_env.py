@@ -143,3 +143,43 @@ def test_a_restart_keeps_files_already_holding_their_value_and_replaces_the_rest
             assert path.stat().st_nlink == 1, path.name
     assert contenv.load(str(store)) == {"SAME": "v", "CHANGED": "new", "LOOSE": "x",
                                         "LINKED": "y", "LINK": "l"}
+
+
+def test_save_returns_exactly_what_reading_the_store_back_gives(tmp_path: Path) -> None:
+    """The first child gets save()'s return instead of a read of the store (stages.py), so
+    the two must agree: a trailing newline dropped, a name that cannot be a file or is
+    blocked by a directory left out, a value too long to exec left out, odd bytes kept; on a
+    fresh store and on a restart that keeps some files."""
+    store = tmp_path / "container_environment"
+    environ = {
+        "PLAIN": "v", "EMPTY": "", "NEWLINE": "line\n", "TWO_NEWLINES": "x\n\n",
+        "UTF8": "héllo ✓", "RAW": b"\xff\xfe".decode("utf-8", "surrogateescape"),
+        "BLOCKED": "a directory is in the way", "a/b": "slash", "": "no name",
+        "HUGE": "x" * contenv.MAX_VARIABLE,
+    }
+    store.mkdir(mode=0o700)
+    (store / "BLOCKED").mkdir()
+    fresh = contenv.save(str(store), environ)
+    assert fresh == contenv.load(str(store))
+    assert fresh["NEWLINE"] == "line" and fresh["TWO_NEWLINES"] == "x\n"
+    assert "BLOCKED" not in fresh and "HUGE" not in fresh and "a/b" not in fresh
+    environ["PLAIN"] = "changed"
+    restarted = contenv.save(str(store), environ)  # PLAIN made anew, the rest kept
+    assert restarted == contenv.load(str(store))
+    assert restarted["PLAIN"] == "changed" and restarted["UTF8"] == "héllo ✓"
+
+
+def test_a_lean_boots_cmd_sees_what_a_child_before_it_wrote_into_the_store(
+    boot, tree: Tree
+) -> None:
+    """The CMD of an image with nothing to supervise gets stage 1's copy of the environment
+    only while no child has run: here S6_STAGE2_HOOK runs first and edits the store."""
+    env_dir = tree.run_dir / "container_environment"
+    hook = tree.write("hook.sh", (
+        "#!/bin/sh\n"
+        f"printf 'from the hook' > {env_dir}/GREETING\n"
+        f"printf 'added' > {env_dir}/ADDED\n"))
+    booted = boot("sh", "-c", 'echo "greeting=$GREETING added=$ADDED"',
+                  env={"S6_STAGE2_HOOK": str(hook), "GREETING": "from the container"})
+    assert booted.wait() == 0, booted.output
+    booted.wait_for("^greeting=from the hook added=added$")
