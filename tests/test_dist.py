@@ -416,3 +416,24 @@ def test_the_c_module_spawn_gives_the_child_its_mask_ignored_signals_directory_a
     assert _signal_lines(done.stdout) == [f"SigBlk:\t{1 << (signal.SIGPROF - 1):016x}",
                                           f"SigIgn:\t{1 << (signal.SIGURG - 1):016x}"]
     assert lines[-2:] == ["via-fd-5", "exit 0"]
+
+
+def test_archive_modules_keep_string_annotations_without_importing_future(
+    busybox: Path,
+) -> None:
+    """The archive compiles `from __future__ import annotations` as its flag alone
+    (tarball/compile_pyc.py): the boot's modules and overlayctl's load without `__future__`,
+    and annotations are still the unevaluated strings they are from source."""
+    python = "/package/overlayd/current/bin/python3.11"
+    check = (
+        "import sys, _overlayd_boot, overlayd.__main__, overlayd.stages, overlayctl.client\n"
+        "print('__future__' in sys.modules)\n"
+        "print(overlayd.stages.lean_boot.__annotations__)\n"
+    )
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount",
+         *boot_argv(busybox, python, "-I", "-S", "-c", check)],
+        env={"PATH": ENV_PATH}, capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False", "{'cfg': 'Config', 'return': 'bool'}"]
