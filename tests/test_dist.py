@@ -68,6 +68,68 @@ def _write(path: Path, text: str, mode: int = 0o755) -> None:
     path.chmod(mode)
 
 
+# --- a read-only root, run as a user (`docker run --read-only --user 1000 [--tmpfs /run]`) ---
+# The root bind-mounted onto itself and made read-only in the namespace (its /dev, /proc and,
+# when RUN is "tmpfs", a /run owned by the user stay writable mounts of their own), then
+# entered as USER:USER by the host's chroot: /init starts as that user, as a USER line makes it.
+READ_ONLY_ENTER = (
+    'R=$1; U=$2; RUN=$3; shift 3; mount --bind "$R" "$R" && mount --rbind /dev "$R/dev" && '
+    'mount -t proc proc "$R/proc" && { [ "$RUN" = none ] || '
+    'mount -t tmpfs -o "mode=0755,uid=$U,gid=$U" tmpfs "$R/run"; } && '
+    'mount -o remount,bind,ro "$R" && exec chroot --userspec="$U:$U" "$R" "$@"'
+)
+
+
+def _boot_read_only(root: Path, uid: int, run: str, *argv: str,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount", "sh", "-c", READ_ONLY_ENTER, "enter",
+         str(root), str(uid), run, "/init", *argv],
+        env={"PATH": ENV_PATH, **(env or {})}, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_read_only_root_as_user_1000_with_a_tmpfs_run_boots_supervises_and_answers(
+    tmp_path: Path,
+) -> None:
+    """Everything overlayd writes is under /run: nothing is said about the read-only root,
+    the cont-init script, the service and the CMD run as 1000, overlayctl answers, and the
+    CMD's code is the container's."""
+    root = _root(busybox_root, tmp_path)
+    (root / "var").mkdir()
+    (root / "var/run").symlink_to("/run")  # as Debian's, Alpine's… images have it
+    _write(root / "etc/cont-init.d/10-greet",
+           '#!/usr/bin/with-contenv sh\necho "cont-init: GREETING=$GREETING as $(id -u)"\n')
+    _write(root / "etc/services.d/ticker/run",
+           '#!/bin/sh\necho "ticker: up as $(id -u)"\nexec sleep 1000\n')
+    done = _boot_read_only(
+        root, 1000, "tmpfs", "sh", "-c",
+        'overlayctl status; echo "status exit $?"; echo "cmd as $(id -u)"; exit 3',
+        env={"GREETING": "hi"},
+    )
+    assert done.returncode == 3, done.stderr
+    out = done.stdout.splitlines()
+    for line in ("cont-init: GREETING=hi as 1000", "ticker: up as 1000", "status exit 0",
+                 "cmd as 1000"):
+        assert line in out, done.stdout
+    assert ["ticker", "up"] in [line.split()[:2] for line in out], done.stdout
+    complaints = [line for line in done.stderr.splitlines()
+                  if "warning" in line or "error" in line or "fatal" in line]
+    assert complaints == [] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_read_only_root_as_user_1000_without_a_writable_run_is_one_line_and_code_100(
+    tmp_path: Path,
+) -> None:
+    root = _root(busybox_root, tmp_path)
+    done = _boot_read_only(root, 1000, "none", "sh", "-c", "echo the CMD ran")
+    assert done.returncode == 100
+    assert "the CMD ran" not in done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "no usable run dir" in lines[0] and "make /run writable for uid 1000" in lines[0]
+
+
 # --- a busybox root ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def busybox(tmp_path_factory: pytest.TempPathFactory) -> Path:
