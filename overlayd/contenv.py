@@ -97,12 +97,20 @@ def save(directory: str, environ: Mapping[str, str]) -> dict[str, str]:
                     0o600,
                     dir_fd=dir_fd,
                 )
-            except OSError as exc:  # a directory of that name was left there
+            except OSError as exc:  # a directory of that name was left there, or /run is full
                 log.warn(f"cannot save {name} in {directory}: {exc.strerror}")
                 continue
             try:
-                if os.write(fd, data) == len(data):
-                    stored[name] = environ[name]
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(f"only {written} of {len(data)} bytes written")
+                stored[name] = environ[name]
+            except OSError as exc:  # a full /run: left out, never half-written; the boot goes on
+                log.warn(f"cannot save {name} in {directory}: {exc.strerror or exc}")
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                except OSError:
+                    pass
             finally:
                 os.close(fd)
     finally:

@@ -183,3 +183,19 @@ def test_a_lean_boots_cmd_sees_what_a_child_before_it_wrote_into_the_store(
                   env={"S6_STAGE2_HOOK": str(hook), "GREETING": "from the container"})
     assert booted.wait() == 0, booted.output
     booted.wait_for("^greeting=from the hook added=added$")
+
+
+def test_a_full_run_dir_leaves_variables_out_whole_and_the_boot_goes_on(tmp_path: Path) -> None:
+    """/run is full: a variable that does not fit is left out with a warning (never half
+    written), the others are saved, and save() still returns exactly what a read gives."""
+    full = tmp_path / "run"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
+    try:
+        store = full / "container_environment"
+        environ = {"SMALL": "fits", "BIG": "x" * 100_000, "AFTER": "also fits"}
+        saved = contenv.save(str(store), environ)
+        assert saved == contenv.load(str(store)) == {"SMALL": "fits", "AFTER": "also fits"}
+        assert not (store / "BIG").exists()
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
