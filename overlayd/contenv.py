@@ -87,39 +87,50 @@ def save(directory: str, environ: Mapping[str, str]) -> dict[str, str]:
         for stale in left - kept:
             os.unlink(stale, dir_fd=dir_fd)
         stored = {name: environ[name] for name in kept}
+        failed: dict[str, list[str]] = {}  # why → the variables it kept out
         for name, data in wanted.items():
             if name in kept:
                 continue
             try:
-                fd = os.open(
-                    name,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                    0o600,
-                    dir_fd=dir_fd,
-                )
-            except OSError as exc:  # a directory of that name was left there, or /run is full
-                log.warn(f"cannot save {name} in {directory}: {exc.strerror}")
+                _write_new(name, data, dir_fd)
+            except OSError as exc:  # a directory of that name was left there, a full /run
+                failed.setdefault(exc.strerror or str(exc), []).append(name)
                 continue
-            try:
-                written = os.write(fd, data)
-                if written != len(data):
-                    raise OSError(f"only {written} of {len(data)} bytes written")
-                stored[name] = environ[name]
-            except OSError as exc:  # a full /run: left out, never half-written; the boot goes on
-                log.warn(f"cannot save {name} in {directory}: {exc.strerror or exc}")
-                try:
-                    os.unlink(name, dir_fd=dir_fd)
-                except OSError:
-                    pass
-            finally:
-                os.close(fd)
+            stored[name] = environ[name]
     finally:
         os.umask(old_umask)
         os.close(dir_fd)
+    for why, names in failed.items():  # one line per cause, however many variables
+        shown = ", ".join(names[:NAMED_IN_A_WARNING])
+        more = len(names) - NAMED_IN_A_WARNING
+        log.warn(f"cannot save {shown}{f' and {more} more' if more > 0 else ''} in {directory}: "
+                 f"{why}; left out of the container environment")
     stale = _cache.pop(directory, None)
     if stale is not None:
         stale.close()
     return _as_loaded(directory, stored)
+
+
+def _write_new(name: str, data: bytes, dir_fd: int) -> None:
+    """Make `name` (0600 under save's umask) holding `data` whole, or raise OSError and leave
+    nothing behind: a full /run never leaves a variable half written."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600,
+                 dir_fd=dir_fd)
+    try:
+        rest = memoryview(data)
+        while rest:  # a short write is retried: the next one says why (ENOSPC, EFBIG…)
+            written = os.write(fd, rest)
+            if not written:
+                raise OSError("the file system took no more bytes")
+            rest = rest[written:]
+    except OSError:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(fd)
 
 
 def _as_loaded(directory: str, stored: dict[str, str]) -> dict[str, str]:
@@ -269,6 +280,8 @@ RACY_NS = 1_000_000_000
 RACY_FINE_NS = _racy_fine_ns()
 #: Longest NAME=VALUE the kernel passes to a program (MAX_ARG_STRLEN, 32 pages).
 MAX_VARIABLE = 32 * 4096
+#: Variables a "cannot save" warning names; the rest are counted.
+NAMED_IN_A_WARNING = 8
 #: Stores with at least this many files are watched with inotify (see load).
 WATCH_ABOVE = 256
 _cache: dict[str, _Store] = {}

@@ -7,6 +7,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from overlayd import contenv
 from tests.conftest import needs_root
 from tests.harness import PYTHON, Tree
@@ -185,7 +187,9 @@ def test_a_lean_boots_cmd_sees_what_a_child_before_it_wrote_into_the_store(
     booted.wait_for("^greeting=from the hook added=added$")
 
 
-def test_a_full_run_dir_leaves_variables_out_whole_and_the_boot_goes_on(tmp_path: Path) -> None:
+def test_a_full_run_dir_leaves_variables_out_whole_and_the_boot_goes_on(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """/run is full: a variable that does not fit is left out with a warning (never half
     written), the others are saved, and save() still returns exactly what a read gives."""
     full = tmp_path / "run"
@@ -193,9 +197,16 @@ def test_a_full_run_dir_leaves_variables_out_whole_and_the_boot_goes_on(tmp_path
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
     try:
         store = full / "container_environment"
-        environ = {"SMALL": "fits", "BIG": "x" * 100_000, "AFTER": "also fits"}
+        environ = {"SMALL": "fits", "BIG": "x" * 100_000, "AFTER": "also fits",
+                   **{f"HUGE{i}": "y" * 20_000 for i in range(12)}}
         saved = contenv.save(str(store), environ)
-        assert saved == contenv.load(str(store)) == {"SMALL": "fits", "AFTER": "also fits"}
+        assert saved == contenv.load(str(store))
+        assert saved.keys() >= {"SMALL", "AFTER"} and "BIG" not in saved
         assert not (store / "BIG").exists()
+        for name in {f"HUGE{i}" for i in range(12)} - saved.keys():  # never half there
+            assert not (store / name).exists()
     finally:
         subprocess.run(["umount", str(full)], check=True)
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "cannot save" in line]
+    assert len(warnings) == 1, warnings  # one line for every variable the same cause kept out
+    assert "BIG" in warnings[0] and "No space left on device" in warnings[0]
