@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DIST   := dist/overlayd-$(VERSION)-x86_64.tar.gz
 # Debian packages `make dist` and `make test-dist` need, installed only when missing.
-DIST_TOOLS      := patchelf musl-tools binutils gcc libc6-dev
+DIST_TOOLS      := patchelf musl-tools binutils gcc libc6-dev make dpkg-dev libexpat1-dev \
+		   zlib1g-dev
 TEST_DIST_TOOLS := busybox-static mmdebstrap
 apt_ensure = missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -q >/dev/null && \

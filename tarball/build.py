@@ -6,7 +6,8 @@
     /package/overlayd/current              → overlayd-VERSION
     /package/overlayd/overlayd-VERSION/
         bin/launch          the static launcher (launcher.c): /init and every console script
-        bin/python3.11      Debian's CPython, on the archive's loader and libraries
+        bin/python3.11      CPython built from Debian's own source for size (cpython.py),
+                            on the archive's loader and libraries
         lib/                ld-linux, libc and every library anything here needs
         lib/python3.11/     the stdlib cut to what is imported, the wheels, overlayd: .pyc only;
                             lib-dynload/ also holds our _overlayd_spawn (cmodule.py)
@@ -24,7 +25,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from . import archive, cmodule, elf, inputs, launcher, pyruntime
+from . import archive, cmodule, cpython, elf, inputs, launcher, pyruntime
 
 REPO = Path(__file__).resolve().parent.parent
 GLIBC_PACKAGE = "libc6"
@@ -157,7 +158,9 @@ def build(out_dir: Path, cache: Path, work: Path) -> Path:
 
     (rt / "bin").mkdir(parents=True)
     python = rt / "bin/python3.11"
-    shutil.copyfile(debroot / "usr/bin/python3.11", python)
+    python_version = next(d.version for d in debs if d.name == "python3.11-minimal")
+    sources = cpython.fetch(cache / "debian-source", python_version)
+    shutil.copyfile(cpython.build(sources, work / "cpython", source_date()), python)
     python.chmod(0o755)
     stdlib = "lib/python3.11"
     extensions = pyruntime.install(debroot, site, rt / stdlib, f"{runtime}/{stdlib}")
@@ -176,7 +179,7 @@ def build(out_dir: Path, cache: Path, work: Path) -> Path:
     for name in launcher.console_scripts():  # a console script of ours wins over a tool
         (rt / "command" / name).unlink(missing_ok=True)
         (rt / "command" / name).symlink_to("../bin/launch")
-    (rt / "MANIFEST").write_text(_manifest(rt, ver, [*debs, *wheels], compiler))
+    (rt / "MANIFEST").write_text(_manifest(rt, ver, [*debs, *sources, *wheels], compiler))
 
     (root / "package/overlayd/current").symlink_to(f"overlayd-{ver}")
     (root / "command").mkdir()

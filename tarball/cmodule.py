@@ -1,11 +1,10 @@
 """`_overlayd_spawn`, the archive's one C extension module (spawnmodule.c says what it does).
 
-Compiled at `make dist` against the headers of the very CPython the archive ships
-(libpython3.11-dev, the same Debian version as python3.11-minimal), into the runtime's
-lib-dynload. It needs only the C library. Why a module of our own and not the interpreter
-linked again with it built in: Debian's python3.11 executable is built with PGO and LTO, the
-static library libpython3.11-dev ships is not; linked from that library, the interpreter ran
-Python code 15-25% slower here (overlayctl's commands with it), for the same boot time.
+Compiled at `make dist` against the headers of the CPython version the archive ships
+(libpython3.11-dev, the same Debian version as python3.11-minimal, whose source cpython.py
+builds the interpreter from), into the runtime's lib-dynload. It needs only the C library.
+A module of its own rather than built into the interpreter: the interpreter's build stays
+Debian's recipe (cpython.py), and a pip install uses the same code through `_ctypes`.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ PLATFORM = ("--platform", "manylinux2014_x86_64", "--python-version", "3.11",
 
 @dataclass(frozen=True)
 class Input:
-    kind: str  # "debian" or "pypi"
+    kind: str  # "debian", "debian-source" or "pypi"
     name: str
     version: str
     path: Path
