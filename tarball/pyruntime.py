@@ -1,5 +1,8 @@
-"""The archive's Python: Debian's CPython 3.11, its stdlib cut to what overlayd and overlayctl
-import, every module precompiled to a sourceless .pyc, the wheels' packages beside it.
+"""The archive's Python library: Debian's CPython 3.11 stdlib cut to what overlayd and overlayctl
+import, every module precompiled to a sourceless .pyc, the wheels' packages beside it. The
+build runs Debian's own executable (from the .deb, the same version as the interpreter
+cpython.py builds from its source, so the same bytecode and built-in modules) to find, compile
+and check them.
 
 Everything lands in one directory, `lib/python3.11/` of the runtime, which is on the
 interpreter's default path: with `-I -S` nothing else is searched, so an image's PYTHONPATH
