@@ -90,8 +90,10 @@ def fetch(cache: Path, version: str) -> list[Input]:
             (conf / "parts/src.sources").write_text(_deb_src_sources(Path("/etc/apt")))
             (conf / "sources.list").write_text("")
             (conf / "lists/partial").mkdir(parents=True)
-            (conf / "get").mkdir(mode=0o777)
-            os.chmod(conf / "get", 0o777)  # apt's sandbox user downloads into it
+            (conf / "get").mkdir()
+            for path, mode in ((conf, 0o755), (conf / "lists", 0o755),
+                               (conf / "lists/partial", 0o777), (conf / "get", 0o777)):
+                os.chmod(path, mode)  # apt's sandbox user (_apt) downloads into these
             apt = ["apt-get", "-q", "-o", f"Dir::Etc::SourceList={conf}/sources.list",
                    "-o", f"Dir::Etc::SourceParts={conf}/parts",
                    "-o", f"Dir::State::Lists={conf}/lists"]
