@@ -22,7 +22,7 @@ import os
 import sys
 
 from . import log
-from .smallfile import holds
+from .smallfile import holds, write_new
 from .svscan_control import SvscanControl
 
 TYPE_CHECKING = False
@@ -162,21 +162,22 @@ class S6Paths:
             f"OVERLAY_SOCKET={socket} exec {_quote(sys.executable)} -I "
             f"-m overlayctl.s6cmds {name} \"$@\"\n"
         ).encode()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:  # a fresh container: written in place, nobody can have it open yet
-            fd = os.open(path, flags, 0o755)
-        except FileExistsError:  # an earlier run's: kept when it is this one, else replaced
-            if holds(path, body, 0o755):  # (no new file: ~0.3 ms each on a slow disk)
-                return
-            temporary = path + ".new"  # (whole: never seen half-written)
-            try:
-                os.unlink(temporary)
-            except FileNotFoundError:
-                pass
-            _write_all(os.open(temporary, flags, 0o755), body)
-            os.rename(temporary, path)
-            return
-        _write_all(fd, body)
+        old_umask = os.umask(0o022)  # 0755 whatever the container's umask
+        try:
+            try:  # a fresh container: written in place, nobody can have it open yet
+                write_new(path, body, 0o755)
+            except FileExistsError:  # an earlier run's: kept when it is this one, else replaced
+                if holds(path, body, 0o755):  # (no new file to make)
+                    return
+                temporary = path + ".new"  # (whole: never seen half-written)
+                try:
+                    os.unlink(temporary)
+                except FileNotFoundError:
+                    pass
+                write_new(temporary, body, 0o755)
+                os.rename(temporary, path)
+        finally:
+            os.umask(old_umask)
 
     # --- services --------------------------------------------------------------------------
     def live_dir(self, name: str) -> str:
@@ -218,17 +219,6 @@ class S6Paths:
 
     def _terminate(self, reason: str) -> None:
         self.container.request_shutdown(reason=reason)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write `data` to `fd`, mode 0755 whatever the umask, and close it."""
-    try:
-        os.fchmod(fd, 0o755)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
 
 
 def _quote(text: str) -> str:

@@ -1,6 +1,7 @@
 """Reading the small files of a service definition (timeouts, signals, fds, health settings,
 s6-rc.d's `type`, `up`, dependency lists) the one way PID 1 may: never waiting. Also the check
-that a file overlayd made on an earlier run is already the one it would make now (`holds`).
+that a file overlayd made on an earlier run is already the one it would make now (`holds`),
+and the making of such a file, whole or not at all (`write_new`).
 
 One open, one read, no buffered text layer. O_NONBLOCK: a FIFO planted where a file is
 expected reads as empty instead of waiting for a writer, which would stop PID 1 (its signal
@@ -54,5 +55,28 @@ def holds(name: str, data: bytes, mode: int, dir_fd: int | None = None) -> bool:
         return os.read(fd, len(data) + 1) == data
     except OSError:
         return False
+    finally:
+        os.close(fd)
+
+
+def write_new(name: str, data: bytes, mode: int, dir_fd: int | None = None) -> None:
+    """Make `name` (which must not exist; a symlink is not followed) holding `data` whole, with
+    `mode` as the umask leaves it; or raise OSError and leave nothing behind: a full disk never
+    leaves a file half written. A short write is retried, so the error says why (ENOSPC…)."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode,
+                 dir_fd=dir_fd)
+    try:
+        rest = memoryview(data)
+        while rest:
+            written = os.write(fd, rest)
+            if not written:
+                raise OSError("the file system took no more bytes")
+            rest = rest[written:]
+    except OSError:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
     finally:
         os.close(fd)

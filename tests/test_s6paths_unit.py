@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import types
 from pathlib import Path
 
 import pytest
 
 from overlayd import s6paths
+from tests.conftest import needs_root
 
 
 @pytest.fixture
@@ -67,3 +69,20 @@ def test_an_earlier_runs_halt_is_kept_when_it_is_this_one_and_replaced_otherwise
     _write_halt(halt)
     assert stat.S_IMODE(halt.stat().st_mode) == 0o755
     assert sorted(os.listdir(basedir)) == ["halt"]  # no temporary left behind
+
+
+@needs_root
+def test_a_halt_that_does_not_fit_on_a_full_run_is_not_left_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = tmp_path / "run"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(full)], check=True)
+    try:
+        (full / "filler").write_bytes(b"x" * 4096)
+        monkeypatch.setattr(s6paths, "BASEDIR_BIN", str(full))
+        with pytest.raises(OSError):
+            _write_halt(full / "halt")
+        assert sorted(os.listdir(full)) == ["filler"]
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
