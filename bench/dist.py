@@ -9,10 +9,11 @@ median is subtracted from the same round's overlayd run. s6 runs on the host as 
 against a bare run on the host.
 s6-overlay's archive sizes are its published figures (they cannot be downloaded here).
 
-The roots live on this machine's ext4, where making a new file or directory costs ~300 µs
-(6 µs on tmpfs; measured with os.mkdir/os.open(O_CREAT)): a boot that makes many (a fresh
-/run) is dominated by it. Every row reuses the root's /run between boots, as a restarted
-container does; the s6-paths row is the default configuration (made as PID 1).
+The roots live on this machine's ext4, where making a new file or directory measured from
+22 µs to ~300 µs depending on the hour (6 µs on tmpfs; os.mkdir/os.open(O_CREAT) in a loop):
+a boot that makes many (a fresh /run) swings with it. Every row reuses the root's /run between
+boots, as a restarted container does; the s6-paths row is the default configuration (made as
+PID 1).
 """
 
 from __future__ import annotations
