@@ -165,11 +165,11 @@ def spawn(
     found) or 126 (cannot execute), as shells and tini do. `extra_fds` maps child fd → parent
     fd (the notification-fd). Raises OSError when fork itself fails.
     """
+    global _started
     start = _Start(
         argv, env, cwd, new_session, new_group, foreground_tty, stdin, stdout, stderr,
         extra_fds or {},
     )
-    global _started
     _started += 1  # counted before the child exists: it may run before spawn() returns
     pid = _vfork_spawn(start)
     if pid is not None:

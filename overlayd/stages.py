@@ -157,7 +157,9 @@ class Container:
         self.loop.add_reader(sock.fileno(), serve)
 
     def child_env(self) -> dict[str, str]:
-        if self._env_as_saved and not self.cfg.keep_env and spawn.started() == 0:
+        if spawn.started():
+            self._env_as_saved = {}  # a child may have changed the store: no longer true
+        if self._env_as_saved and not self.cfg.keep_env:
             # The first child: no process of the container has run yet to change the store,
             # so what stage 1 wrote is not read back (~0.7 ms for 40 files here). A writer
             # from outside (docker exec) racing the boot is then simply seen from the next
