@@ -120,8 +120,8 @@ def _files_of(dsc: Path) -> list[Path]:
 
 
 def build(sources: list[Input], work: Path, source_date: int) -> Path:
-    """Unpack, configure and build; returns the stripped `python` executable."""
-    dsc = sources[0].path
+    """Unpack `sources` (fetch's), configure and build; returns the stripped `python`."""
+    dsc = next(source.path for source in sources if source.path.suffix == ".dsc")
     src = work / "src"
     if work.exists():
         shutil.rmtree(work)
