@@ -36,7 +36,6 @@ _spawn_sets: tuple[bytes, bytes] | None = None  # (mask, defaults): sigset_t bit
 # leaves them as they are); only the posix_spawn way needs to know.
 _libc_ignored: set[int] | None = set()
 _interpreted: set[str] = set()  # bounded by the number of script files in the trees
-_started = 0  # children started so far
 _RESETTABLE = sorted(set(_signal.valid_signals()) - {_signal.SIGKILL, _signal.SIGSTOP})
 
 
@@ -79,11 +78,6 @@ def _kernel_ignored() -> set[int] | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def started() -> int:
-    """How many children spawn() has started (or tried to) in this process."""
-    return _started
 
 
 def original_mask() -> set[int]:
@@ -165,12 +159,10 @@ def spawn(
     found) or 126 (cannot execute), as shells and tini do. `extra_fds` maps child fd → parent
     fd (the notification-fd). Raises OSError when fork itself fails.
     """
-    global _started
     start = _Start(
         argv, env, cwd, new_session, new_group, foreground_tty, stdin, stdout, stderr,
         extra_fds or {},
     )
-    _started += 1  # counted before the child exists: it may run before spawn() returns
     pid = _vfork_spawn(start)
     if pid is not None:
         return pid

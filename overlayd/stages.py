@@ -71,7 +71,7 @@ class Container:
         self.server: ControlServer | None = None
         self._control_sock: _socket.socket | None = None
         self.s6: S6Paths | None = None  # DESIGN §11's paths, when on
-        self._env_as_saved: dict[str, str] = {}  # the container environment stage 1 wrote
+        self._env_as_saved: dict[str, str] | None = None  # stage 1's, until a child takes it
         self.outputs = Outputs(self.loop, self.reaper, config.log)
 
     @property
@@ -157,15 +157,13 @@ class Container:
         self.loop.add_reader(sock.fileno(), serve)
 
     def child_env(self) -> dict[str, str]:
-        if spawn.started():
-            self._env_as_saved = {}  # a child may have changed the store: no longer true
-        if self._env_as_saved and not self.cfg.keep_env:
-            # The first child: no process of the container has run yet to change the store,
-            # so what stage 1 wrote is not read back (~0.7 ms for 40 files here). A writer
-            # from outside (docker exec) racing the boot is then simply seen from the next
-            # child on, as if it had come a moment later.
-            env = dict(self._env_as_saved)
-        else:
+        """The environment of a child of the container (every one but the catch-all logger)."""
+        # The first caller takes what stage 1 wrote instead of reading the store back (~0.7 ms
+        # for 40 files here): no child of the container has run yet to change it. Every later
+        # one reads the store, which that child may have changed. A writer from outside
+        # (docker exec) racing the boot is seen from the next child on, a moment later.
+        env, self._env_as_saved = self._env_as_saved, None
+        if env is None or self.cfg.keep_env:
             env = contenv.child_environment(self.cfg.run_dir, self.cfg.keep_env)
         if self.s6 is not None:
             from .s6paths import extend_path

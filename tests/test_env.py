@@ -171,18 +171,20 @@ def test_save_returns_exactly_what_reading_the_store_back_gives(tmp_path: Path) 
     assert restarted["PLAIN"] == "changed" and restarted["UTF8"] == "héllo ✓"
 
 
+@pytest.mark.parametrize("logging", ["0", "1"])  # 1: the catch-all logger starts first
 def test_a_lean_boots_cmd_sees_what_a_child_before_it_wrote_into_the_store(
-    boot, tree: Tree
+    boot, tree: Tree, logging: str
 ) -> None:
-    """The CMD of an image with nothing to supervise gets stage 1's copy of the environment
-    only while no child has run: here S6_STAGE2_HOOK runs first and edits the store."""
+    """Only the first child of the container gets stage 1's copy of the environment: here
+    S6_STAGE2_HOOK runs first and edits the store, and the CMD after it sees the edit."""
     env_dir = tree.run_dir / "container_environment"
     hook = tree.write("hook.sh", (
         "#!/bin/sh\n"
         f"printf 'from the hook' > {env_dir}/GREETING\n"
         f"printf 'added' > {env_dir}/ADDED\n"))
     booted = boot("sh", "-c", 'echo "greeting=$GREETING added=$ADDED"',
-                  env={"S6_STAGE2_HOOK": str(hook), "GREETING": "from the container"})
+                  env={"S6_STAGE2_HOOK": str(hook), "GREETING": "from the container",
+                       "S6_LOGGING": logging})
     assert booted.wait() == 0, booted.output
     booted.wait_for("^greeting=from the hook added=added$")
 
